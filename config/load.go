@@ -1,0 +1,225 @@
+package config
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Error is a configuration problem at a place in a file.
+type Error struct {
+	File string
+	Line int // 0 when the problem is not on one line (a missing key)
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	file := e.File
+	if file == "" {
+		file = "(built-in config)"
+	}
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", file, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", file, e.Msg)
+}
+
+// source remembers where keys are, so errors found after decoding (by this
+// package or by the packages built from the config) can name their line.
+type source struct {
+	path  string
+	lines keyLines
+}
+
+// Errorf returns an *Error placed at the line of key (a dotted path given as
+// parts: "decision", "outcomes", "helo.bare_ip", "reply").
+func (c *Config) Errorf(key []string, format string, args ...any) error {
+	e := &Error{File: c.Path, Msg: fmt.Sprintf(format, args...)}
+	if c.src != nil {
+		e.Line = c.src.lines.line(key)
+	}
+	return e
+}
+
+// Load reads and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates TOML data; path is used in error messages.
+func Parse(path string, data []byte) (*Config, error) {
+	c := Default()
+	c.Path = path
+	c.src = &source{path: path, lines: scanKeys(string(data))}
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(c)
+	if err != nil {
+		return nil, decodeError(path, err)
+	}
+	var errs []error
+	for _, k := range md.Undecoded() {
+		errs = append(errs, c.Errorf(k, "unknown key %q", k.String()))
+	}
+	errs = append(errs, c.validate()...)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+var lineInMsg = regexp.MustCompile(`^toml: line (\d+)(?: \(last key "?([^")]*)"?\))?: `)
+
+// decodeError turns the toml library's error into file:line: message.
+func decodeError(path string, err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		msg := pe.Message
+		if pe.LastKey != "" {
+			msg = fmt.Sprintf("%s: %s", pe.LastKey, msg)
+		}
+		return &Error{File: path, Line: pe.Position.Line, Msg: msg}
+	}
+	s := err.Error()
+	if m := lineInMsg.FindStringSubmatch(s); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		msg := s[len(m[0]):]
+		if m[2] != "" {
+			msg = m[2] + ": " + msg
+		}
+		return &Error{File: path, Line: n, Msg: msg}
+	}
+	return &Error{File: path, Msg: strings.TrimPrefix(s, "toml: ")}
+}
+
+func (c *Config) validate() []error {
+	var errs []error
+	bad := func(key string, format string, args ...any) {
+		errs = append(errs, c.Errorf(strings.Split(key, "."), format, args...))
+	}
+
+	c.Hostname = strings.TrimSuffix(strings.ToLower(c.Hostname), ".")
+	if c.Hostname == "" {
+		bad("hostname", "hostname is required")
+	} else if !validDomain(c.Hostname) {
+		bad("hostname", "hostname %q is not a valid host name", c.Hostname)
+	}
+	for i, d := range c.LocalDomains {
+		d = strings.TrimSuffix(strings.ToLower(d), ".")
+		if !validDomain(d) {
+			bad("local_domains", "local_domains: %q is not a valid domain", d)
+		}
+		c.LocalDomains[i] = d
+	}
+	for i, a := range c.OwnIPs {
+		c.OwnIPs[i] = a.Unmap()
+	}
+
+	if len(c.Listen.Addresses) == 0 {
+		bad("listen.addresses", "listen.addresses: at least one address is required")
+	}
+	for _, a := range c.Listen.Addresses {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("listen.addresses", "listen.addresses: %q is not host:port", a)
+		}
+	}
+
+	l := &c.Limits
+	positive := map[string]int64{
+		"limits.max_connections":        int64(l.MaxConnections),
+		"limits.max_connections_per_ip": int64(l.MaxConnectionsPerIP),
+		"limits.max_recipients":         int64(l.MaxRecipients),
+		"limits.max_message_size":       l.MaxMessageSize,
+		"limits.command_timeout":        int64(l.CommandTimeout),
+		"limits.data_timeout":           int64(l.DataTimeout),
+		"limits.write_timeout":          int64(l.WriteTimeout),
+		"limits.session_timeout":        int64(l.SessionTimeout),
+		"limits.shutdown_timeout":       int64(l.ShutdownTimeout),
+		"backend.dial_timeout":          int64(c.Backend.DialTimeout),
+		"backend.command_timeout":       int64(c.Backend.CommandTimeout),
+		"backend.data_timeout":          int64(c.Backend.DataTimeout),
+		"dns.timeout":                   int64(c.DNS.Timeout),
+		"dns.attempts":                  int64(c.DNS.Attempts),
+	}
+	for _, k := range sortedKeys(positive) {
+		if positive[k] <= 0 {
+			bad(k, "%s must be greater than zero", k)
+		}
+	}
+	if l.MaxLineLength < 1000 {
+		bad("limits.max_line_length", "limits.max_line_length must be at least 1000 (RFC 5321 §4.5.3.1.6)")
+	}
+	if l.MaxConnectionsPerIP > l.MaxConnections {
+		bad("limits.max_connections_per_ip", "limits.max_connections_per_ip (%d) is above limits.max_connections (%d)", l.MaxConnectionsPerIP, l.MaxConnections)
+	}
+
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls", "tls: cert_file and key_file go together")
+	} else if c.TLS.CertFile != "" {
+		if _, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile); err != nil {
+			bad("tls.cert_file", "tls: %v", err)
+		}
+	}
+
+	if _, _, err := net.SplitHostPort(c.Backend.Address); err != nil {
+		bad("backend.address", "backend.address %q is not host:port", c.Backend.Address)
+	}
+
+	for i, r := range c.DNS.Resolvers {
+		if a, err := netip.ParseAddr(r); err == nil {
+			c.DNS.Resolvers[i] = netip.AddrPortFrom(a, 53).String()
+		} else if _, err := netip.ParseAddrPort(r); err != nil {
+			bad("dns.resolvers", "dns.resolvers: %q is not an IP address or ip:port", r)
+		}
+	}
+	if c.DNS.CacheSize < 0 {
+		bad("dns.cache_size", "dns.cache_size must not be negative")
+	}
+	if c.DNS.MinTTL > c.DNS.MaxTTL {
+		bad("dns.min_ttl", "dns.min_ttl (%s) is above dns.max_ttl (%s)", c.DNS.MinTTL.D(), c.DNS.MaxTTL.D())
+	}
+
+	d := &c.Decision
+	if d.TagScore < 0 || d.RejectScore < 0 {
+		bad("decision", "decision scores must not be negative (0 turns a threshold off)")
+	}
+	if d.TagScore > 0 && d.RejectScore > 0 && d.TagScore > d.RejectScore {
+		bad("decision.tag_score", "decision.tag_score (%g) is above decision.reject_score (%g)", d.TagScore, d.RejectScore)
+	}
+	if c.Log.Path == "" {
+		bad("log.path", "log.path is empty (use \"-\" for standard output)")
+	}
+	return errs
+}
+
+// validDomain reports whether s is a syntactically valid DNS name (letters,
+// digits, hyphens; labels of 1-63; 253 in all). Underscores are refused:
+// host names do not have them.
+func validDomain(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c == '-' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+				return false
+			}
+		}
+	}
+	return true
+}
