@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+
+	"github.com/mxguard/mxguard/config"
+	"github.com/mxguard/mxguard/proxy"
+	"github.com/mxguard/mxguard/resolver"
+)
+
+const defaultConfig = config.DefaultPath
+
+// serve runs mxguard until SIGTERM or SIGINT. SIGHUP re-reads the config:
+// a bad one is logged and the running one stays in force.
+func serve(path string, stderr io.Writer) int {
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	out, err := openLog(cfg.Log.Path, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "mxguard: log: %v\n", err)
+		return 1
+	}
+	defer out.Close()
+	level := new(slog.LevelVar)
+	level.Set(logLevel(cfg.Log.Level))
+	logger := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level}))
+
+	res, err := newResolver(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, cfg.Errorf([]string{"dns"}, "%v", err))
+		return 1
+	}
+	rt, err := proxy.NewRuntime(cfg, res)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	srv := proxy.New(rt, logger)
+	if err := srv.ListenAndServe(); err != nil {
+		fmt.Fprintf(stderr, "mxguard: %v\n", err)
+		return 1
+	}
+	logger.Info("started", "version", versionString(), "config", path, "hostname", cfg.Hostname,
+		"backend", cfg.Backend.Address, "client_identity", string(cfg.Backend.ClientIdentity))
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			out.Reopen() // after logrotate
+			cur := srv.Runtime()
+			next, err := reload(path, cur, res, logger)
+			if err != nil {
+				logger.Error("reload failed, keeping the running config", "config", path, "err", err.Error())
+				continue
+			}
+			if next.Resolver != cur.Resolver {
+				res = next.Resolver.(*resolver.Resolver)
+			}
+			level.Set(logLevel(next.Cfg.Log.Level))
+			srv.Reload(next)
+			logger.Info("reloaded", "config", path)
+			continue
+		}
+		logger.Info("stopping", "signal", sig.String(), "timeout", cfg.Limits.ShutdownTimeout.D().String())
+		ctx, cancel := context.WithTimeout(context.Background(), srv.Runtime().Cfg.Limits.ShutdownTimeout.D())
+		err := srv.Shutdown(ctx)
+		cancel()
+		if err != nil {
+			logger.Warn("stopped", "err", err.Error())
+			return 1
+		}
+		logger.Info("stopped")
+		return 0
+	}
+	return 0
+}
+
+// reload builds a runtime from the file at path. The DNS cache is kept when
+// the DNS settings did not change. Settings that need a restart are logged.
+func reload(path string, cur *proxy.Runtime, res *resolver.Resolver, logger *slog.Logger) (*proxy.Runtime, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if !sameDNS(cfg.DNS, cur.Cfg.DNS) {
+		if res, err = newResolver(cfg); err != nil {
+			return nil, cfg.Errorf([]string{"dns"}, "%v", err)
+		}
+	}
+	rt, err := proxy.NewRuntime(cfg, res)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Equal(cfg.Listen.Addresses, cur.Cfg.Listen.Addresses) {
+		logger.Warn("listen.addresses changed: restart mxguard to apply")
+	}
+	return rt, nil
+}
+
+func sameDNS(a, b config.DNS) bool {
+	return slices.Equal(a.Resolvers, b.Resolvers) && a.Timeout == b.Timeout && a.Attempts == b.Attempts &&
+		a.CacheSize == b.CacheSize && a.MinTTL == b.MinTTL && a.MaxTTL == b.MaxTTL
+}
+
+func newResolver(cfg *config.Config) (*resolver.Resolver, error) {
+	return resolver.New(resolver.Config{
+		Servers:   cfg.DNS.Resolvers,
+		Timeout:   cfg.DNS.Timeout.D(),
+		Attempts:  cfg.DNS.Attempts,
+		CacheSize: cfg.DNS.CacheSize,
+		MinTTL:    cfg.DNS.MinTTL.D(),
+		MaxTTL:    cfg.DNS.MaxTTL.D(),
+	})
+}
+
+func checkConfig(path string, stdout, stderr io.Writer) int {
+	cfg, err := config.Load(path)
+	if err == nil {
+		_, err = proxy.NewRuntime(cfg, nil) // the rules and TLS are checked here
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	b, err := cfg.Encode()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "# %s: OK; the effective configuration, defaults included:\n", path)
+	stdout.Write(b)
+	return 0
+}
+
+func logLevel(l config.Level) slog.Level {
+	switch l {
+	case config.LevelDebug:
+		return slog.LevelDebug
+	case config.LevelWarn:
+		return slog.LevelWarn
+	case config.LevelError:
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}

@@ -1,0 +1,158 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/mxguard/mxguard/checks"
+	"github.com/mxguard/mxguard/rules"
+)
+
+// clientConn is a client's connection as go-smtp sees it. It carries the
+// connection's state (so a verdict survives HELO again, RSET and STARTTLS,
+// which go-smtp answers with a fresh Session), and replays the bytes an early
+// talker sent during the greeting wait.
+type clientConn struct {
+	net.Conn
+	early []byte // what an early talker sent during the greeting, replayed to go-smtp
+	state *connState
+
+	closeOnce sync.Once
+	onClose   func(*clientConn)
+}
+
+func (c *clientConn) Read(p []byte) (int, error) {
+	if len(c.early) > 0 {
+		n := copy(p, c.early)
+		c.early = c.early[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *clientConn) Close() error {
+	err := net.ErrClosed
+	c.closeOnce.Do(func() {
+		err = c.Conn.Close()
+		if c.onClose != nil {
+			c.onClose(c)
+		}
+	})
+	return err
+}
+
+// writeAndClose sends a last reply and hangs up, for refusals that drop the
+// connection.
+func (c *clientConn) writeAndClose(reply string, timeout time.Duration) {
+	c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+	c.Conn.Write([]byte(reply + "\r\n"))
+	c.Close()
+}
+
+// clientOf finds our connection under what go-smtp holds (a *tls.Conn after
+// STARTTLS).
+func clientOf(c net.Conn) *clientConn {
+	if t, ok := c.(*tls.Conn); ok {
+		c = t.NetConn()
+	}
+	cc, _ := c.(*clientConn)
+	return cc
+}
+
+// connState is what we know about one client connection, whatever go-smtp
+// does with its sessions.
+type connState struct {
+	id      string
+	rt      *Runtime // the configuration this connection started under
+	client  netip.AddrPort
+	local   netip.AddrPort
+	start   time.Time
+	trusted bool
+
+	timer    *time.Timer // session_timeout
+	timedOut atomic.Bool
+	hangup   string // the stage in which the client hung up, if it did
+
+	mu      sync.Mutex
+	results []checks.Result // connection-level: pregreet, HELO, lists
+	helos   []string        // every HELO/EHLO name the client used
+	rdns    string          // verified reverse DNS name, "" if none
+	tls     bool
+
+	// for the summary line
+	accepted, refused int
+	rcpts             int
+	lastReply         string
+	lastVerdict       rules.Verdict
+}
+
+func (st *connState) addResult(r checks.Result) {
+	st.mu.Lock()
+	st.results = append(st.results, r)
+	st.mu.Unlock()
+}
+
+// connResults returns a copy of the connection-level results.
+func (st *connState) connResults() []checks.Result {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return append([]checks.Result(nil), st.results...)
+}
+
+// sawHELO records a HELO name; it reports false if it was seen before.
+func (st *connState) sawHELO(name string) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, h := range st.helos {
+		if h == name {
+			return false
+		}
+	}
+	st.helos = append(st.helos, name)
+	return true
+}
+
+func (st *connState) lastHELO() string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.helos) == 0 {
+		return ""
+	}
+	return st.helos[len(st.helos)-1]
+}
+
+// smtpError converts a decision's reply into what go-smtp writes back. It
+// must be a bare *smtp.SMTPError: go-smtp does not unwrap errors.
+func smtpError(r rules.Reply) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: r.Code, EnhancedCode: enhanced(r.Enhanced, r.Code), Message: r.Text}
+}
+
+// enhanced parses "5.7.1"; without one, go-smtp would invent X.0.0, so say
+// explicitly there is none.
+func enhanced(s string, code int) smtp.EnhancedCode {
+	var e smtp.EnhancedCode
+	n, part := 0, 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == '.' {
+			if part > 2 {
+				return smtp.NoEnhancedCode
+			}
+			e[part] = n
+			part, n = part+1, 0
+			continue
+		}
+		if s[i] < '0' || s[i] > '9' {
+			return smtp.NoEnhancedCode
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	if part != 3 || s == "" {
+		return smtp.NoEnhancedCode
+	}
+	return e
+}

@@ -1,0 +1,319 @@
+// Package proxy is mxguard's SMTP side: it accepts clients, holds the
+// greeting, runs the checks at each stage of the dialogue, asks the rules
+// what to do, and relays what passes to the backend MTA in lockstep.
+//
+//	listener → greeting → go-smtp session → checks → rules → backend
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Server is a running mxguard front end.
+type Server struct {
+	log *slog.Logger
+	rt  atomic.Pointer[Runtime]
+	lim *limiter
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	front     *front   // where new connections go
+	fronts    []*front // all go-smtp servers still serving someone
+	greeting  map[*clientConn]struct{}
+	closing   bool
+
+	wg sync.WaitGroup // accept loops and greeting goroutines
+}
+
+// front is one go-smtp server, fed by the greeting stage. A reload starts a
+// new one; the old one keeps serving the sessions it has.
+type front struct {
+	srv *smtp.Server
+	ln  *chanListener
+}
+
+// New returns a server that will run under rt.
+func New(rt *Runtime, logger *slog.Logger) *Server {
+	s := &Server{log: logger, lim: newLimiter(), greeting: map[*clientConn]struct{}{}}
+	s.rt.Store(rt)
+	s.front = s.newFront(rt)
+	s.fronts = []*front{s.front}
+	return s
+}
+
+// Runtime returns the configuration new sessions start under.
+func (s *Server) Runtime() *Runtime { return s.rt.Load() }
+
+// ListenAndServe opens the configured listen addresses and serves them.
+func (s *Server) ListenAndServe() error {
+	for _, addr := range s.rt.Load().Cfg.Listen.Addresses {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			s.Shutdown(context.Background())
+			return err
+		}
+		s.Serve(l)
+	}
+	return nil
+}
+
+// Serve accepts clients on l until Shutdown. It returns at once.
+func (s *Server) Serve(l net.Listener) {
+	s.mu.Lock()
+	s.listeners = append(s.listeners, l)
+	s.mu.Unlock()
+	s.log.Info("listening", "addr", l.Addr().String())
+	s.wg.Add(1)
+	go s.acceptLoop(l)
+}
+
+// Addrs returns the addresses being listened on.
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var a []net.Addr
+	for _, l := range s.listeners {
+		a = append(a, l.Addr())
+	}
+	return a
+}
+
+// Reload makes new connections run under rt; sessions in flight finish under
+// the runtime they started with.
+func (s *Server) Reload(rt *Runtime) {
+	f := s.newFront(rt)
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		f.ln.Close()
+		return
+	}
+	old := s.front
+	s.front = f
+	s.fronts = append(s.fronts, f)
+	s.rt.Store(rt)
+	s.mu.Unlock()
+	old.ln.Close() // its Serve returns; its sessions go on
+}
+
+// Shutdown stops accepting, refuses clients still in the greeting, and waits
+// for open sessions to finish until ctx ends, then closes them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closing = true
+	for _, l := range s.listeners {
+		l.Close()
+	}
+	for cc := range s.greeting {
+		go cc.writeAndClose("421 4.3.2 Service shutting down, try again later", time.Second)
+	}
+	fronts := s.fronts
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	var forced atomic.Bool
+	for _, f := range fronts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f.srv.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				forced.Store(true)
+				f.srv.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	s.wg.Wait()
+	if forced.Load() {
+		return fmt.Errorf("shutdown: sessions still open after the timeout were closed")
+	}
+	return nil
+}
+
+func (s *Server) acceptLoop(l net.Listener) {
+	defer s.wg.Done()
+	var backoff time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: wait, do not spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Error("accept failed", "addr", l.Addr().String(), "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		s.wg.Add(1)
+		go s.handle(nc)
+	}
+}
+
+// handle runs one new connection through the connection stage: limits, then
+// the greeting, then go-smtp. The wait happens here, never in Accept.
+func (s *Server) handle(nc net.Conn) {
+	defer s.wg.Done()
+	rt := s.rt.Load()
+	lim := &rt.Cfg.Limits
+	client, local := addrPort(nc.RemoteAddr()), addrPort(nc.LocalAddr())
+	if ok, why := s.lim.acquire(client.Addr(), lim.MaxConnections, lim.MaxConnectionsPerIP); !ok {
+		reply := "421 4.7.0 " + rt.Cfg.Hostname + " Error: " + why + ", try again later"
+		s.log.Warn("refused", "client", client.String(), "stage", "connect", "action", "tempfail",
+			"rule", "limit", "reason", why, "open", s.lim.open(), "reply", reply)
+		nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		nc.Write([]byte(reply + "\r\n"))
+		nc.Close()
+		return
+	}
+	st := &connState{
+		id:      newID(),
+		rt:      rt,
+		client:  client,
+		local:   local,
+		start:   time.Now(),
+		trusted: rt.Trusted(client.Addr()),
+	}
+	cc := &clientConn{Conn: nc, state: st, onClose: s.closed}
+	st.timer = time.AfterFunc(lim.SessionTimeout.D(), func() {
+		st.timedOut.Store(true)
+		cc.Close()
+	})
+	s.log.Debug("connect", "session", st.id, "client", client.String(), "to", local.String(), "trusted", st.trusted)
+	if s.greet(cc) {
+		s.handoff(cc)
+	}
+}
+
+// closed runs once when a connection ends, whoever closes it.
+func (s *Server) closed(cc *clientConn) {
+	st := cc.state
+	st.timer.Stop()
+	s.lim.release(st.client.Addr())
+	s.logSession(st)
+}
+
+// handoff gives a connection to the current go-smtp server, which writes the
+// (last line of the) banner and runs the dialogue.
+func (s *Server) handoff(cc *clientConn) {
+	for {
+		s.mu.Lock()
+		f, closing := s.front, s.closing
+		s.mu.Unlock()
+		if closing {
+			cc.writeAndClose("421 4.3.2 Service shutting down, try again later", time.Second)
+			return
+		}
+		if f.ln.push(cc) {
+			return
+		}
+		// f was replaced by a reload meanwhile: try the new one.
+	}
+}
+
+func (s *Server) newFront(rt *Runtime) *front {
+	cfg := rt.Cfg
+	srv := smtp.NewServer(s)
+	srv.Domain = cfg.Hostname
+	srv.MaxRecipients = cfg.Limits.MaxRecipients
+	srv.MaxMessageBytes = cfg.Limits.MaxMessageSize
+	srv.MaxLineLength = cfg.Limits.MaxLineLength
+	srv.ReadTimeout = cfg.Limits.CommandTimeout.D()
+	srv.WriteTimeout = cfg.Limits.WriteTimeout.D()
+	srv.EnableSMTPUTF8 = true
+	srv.EnableDSN = true
+	srv.TLSConfig = rt.TLS
+	srv.ErrorLog = log.New(slogWriter{s.log}, "", 0)
+	f := &front{srv: srv, ln: newChanListener()}
+	go srv.Serve(f.ln)
+	return f
+}
+
+// slogWriter sends go-smtp's own error log (I/O errors of single
+// connections, mostly) to the debug level.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug("smtp", "msg", string(p))
+	return len(p), nil
+}
+
+// chanListener is the net.Listener go-smtp serves: connections arrive from
+// the greeting stage instead of from the kernel.
+type chanListener struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newChanListener() *chanListener {
+	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) push(c net.Conn) bool {
+	select {
+	case <-l.done:
+		return false
+	default:
+	}
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero} }
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// newID returns a short session id, for logs and Received headers.
+func newID() string {
+	const digits = "0123456789BCDFGHJKLMNPQRSTVWXYZ"
+	var b [12]byte
+	n := rand.Uint64()
+	for i := range b {
+		b[i] = digits[n%uint64(len(digits))]
+		n /= uint64(len(digits))
+	}
+	return string(b[:])
+}
