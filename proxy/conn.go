@@ -78,11 +78,12 @@ type connState struct {
 	timedOut atomic.Bool
 	hangup   string // the stage in which the client hung up, if it did
 
-	mu      sync.Mutex
-	results []checks.Result // connection-level: pregreet, HELO, lists
-	helos   []string        // every HELO/EHLO name the client used
-	rdns    string          // verified reverse DNS name, "" if none
-	tls     bool
+	mu       sync.Mutex
+	results  []checks.Result // connection-level: pregreet, HELO, lists
+	helos    []string        // every HELO/EHLO name the client used
+	rdns     string          // verified reverse DNS name, "" if none, or [TEMPUNAVAIL]
+	rdnsDone chan struct{}   // closed when rdns is known
+	tls      bool
 
 	// for the summary line
 	accepted, refused int

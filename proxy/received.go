@@ -18,8 +18,8 @@ func (se *session) received() []byte {
 	b.WriteString("Received: from ")
 	b.WriteString(clean(se.c.Hostname(), 255))
 	b.WriteString(" (")
-	if st.rdns != "" {
-		b.WriteString(clean(st.rdns, 255))
+	if name := st.reverseName(); name != "" && name != tempUnavail {
+		b.WriteString(clean(name, 255))
 		b.WriteByte(' ')
 	}
 	b.WriteByte('[')

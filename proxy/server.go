@@ -29,9 +29,10 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []net.Listener
-	front     *front   // where new connections go
-	fronts    []*front // all go-smtp servers still serving someone
-	greeting  map[*clientConn]struct{}
+	front     *front                   // where new connections go
+	fronts    []*front                 // all go-smtp servers still serving someone
+	greeting  map[*clientConn]struct{} // in the greeting stage
+	conns     map[*clientConn]struct{} // all open
 	closing   bool
 
 	wg sync.WaitGroup // accept loops and greeting goroutines
@@ -46,7 +47,7 @@ type front struct {
 
 // New returns a server that will run under rt.
 func New(rt *Runtime, logger *slog.Logger) *Server {
-	s := &Server{log: logger, lim: newLimiter(), greeting: map[*clientConn]struct{}{}}
+	s := &Server{log: logger, lim: newLimiter(), greeting: map[*clientConn]struct{}{}, conns: map[*clientConn]struct{}{}}
 	s.rt.Store(rt)
 	s.front = s.newFront(rt)
 	s.fronts = []*front{s.front}
@@ -127,23 +128,39 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 
 	var wg sync.WaitGroup
-	var forced atomic.Bool
 	for _, f := range fronts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := f.srv.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-				forced.Store(true)
-				f.srv.Close()
-			}
+			f.srv.Shutdown(context.Background()) // returns when its sessions end
 		}()
 	}
-	wg.Wait()
-	s.wg.Wait()
-	if forced.Load() {
-		return fmt.Errorf("shutdown: sessions still open after the timeout were closed")
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		// go-smtp's Close does nothing once Shutdown has begun, so the
+		// sessions still open are closed here.
+		s.mu.Lock()
+		open := make([]*clientConn, 0, len(s.conns))
+		for cc := range s.conns {
+			open = append(open, cc)
+		}
+		s.mu.Unlock()
+		for _, cc := range open {
+			cc.Close() // runs closed(), which takes s.mu
+		}
+		n := len(open)
+		<-done
+		err = fmt.Errorf("shutdown: closed %d sessions still open after the timeout", n)
 	}
-	return nil
+	s.wg.Wait()
+	return err
 }
 
 func (s *Server) acceptLoop(l net.Listener) {
@@ -191,7 +208,11 @@ func (s *Server) handle(nc net.Conn) {
 		start:   time.Now(),
 		trusted: rt.Trusted(client.Addr()),
 	}
+	st.startRDNS(rt.Resolver, 2*rt.Cfg.DNS.Timeout.D())
 	cc := &clientConn{Conn: nc, state: st, onClose: s.closed}
+	s.mu.Lock()
+	s.conns[cc] = struct{}{}
+	s.mu.Unlock()
 	st.timer = time.AfterFunc(lim.SessionTimeout.D(), func() {
 		st.timedOut.Store(true)
 		cc.Close()
@@ -207,6 +228,9 @@ func (s *Server) closed(cc *clientConn) {
 	st := cc.state
 	st.timer.Stop()
 	s.lim.release(st.client.Addr())
+	s.mu.Lock()
+	delete(s.conns, cc)
+	s.mu.Unlock()
 	s.logSession(st)
 }
 

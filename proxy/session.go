@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -160,6 +161,11 @@ func (se *session) Data(r io.Reader) error {
 		if errors.Is(err, smtp.ErrDataTooLarge) {
 			return smtp.ErrDataTooLarge
 		}
+		if errors.Is(err, smtp.ErrTooLongLine) {
+			// Permanent: the same message would fail the same way again.
+			return &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2},
+				Message: fmt.Sprintf("Message line longer than %d bytes", cfg.Limits.MaxLineLength)}
+		}
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading message: " + err.Error()}
 	}
 	defer msg.release()
@@ -223,7 +229,7 @@ func (se *session) dial() error {
 	id := backend.Identity{
 		Addr:     st.client.Addr().AsSlice(),
 		Port:     int(st.client.Port()),
-		Name:     st.rdns,
+		Name:     st.reverseName(),
 		Helo:     se.c.Hostname(),
 		Proto:    "ESMTP",
 		DestAddr: st.local.Addr().AsSlice(),
@@ -251,7 +257,7 @@ func (se *session) closeBackend() {
 func (se *session) backendError(stage string, err error) error {
 	var re *backend.ReplyError
 	if errors.As(err, &re) {
-		if re.Stage == "connect" || re.Stage == "greeting" || re.Stage == "xclient" || re.Stage == "proxy" {
+		if re.Stage == backend.StageGreeting || re.Stage == backend.StageXCLIENT {
 			// The backend refusing *us* is a setup problem (XCLIENT not
 			// authorised, say): never bounce the client's mail for it.
 			se.srv.log.Error("backend refused the proxy", "session", se.st.id, "stage", re.Stage,
@@ -273,16 +279,22 @@ func (se *session) backendError(stage string, err error) error {
 	return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Backend connection lost, message not delivered, try again later"}
 }
 
-// replyError passes a backend reply on as go-smtp's error type.
+// replyError passes a backend reply on as go-smtp's error type. go-smtp
+// writes an enhanced code on the last line only; the backend wrote one on
+// every line, so the code goes into the text of each line instead.
 func replyError(r *backend.Reply) *smtp.SMTPError {
-	text := ""
+	var b strings.Builder
 	for i, l := range r.Lines {
 		if i > 0 {
-			text += "\n"
+			b.WriteByte('\n')
 		}
-		text += l
+		if r.Enhanced != "" {
+			b.WriteString(r.Enhanced)
+			b.WriteByte(' ')
+		}
+		b.WriteString(l)
 	}
-	return &smtp.SMTPError{Code: r.Code, EnhancedCode: enhanced(r.Enhanced, r.Code), Message: text}
+	return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.NoEnhancedCode, Message: b.String()}
 }
 
 func mailParams(o *smtp.MailOptions) backend.MailParams {

@@ -1,0 +1,106 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mxguard/mxguard/internal/mailsink"
+)
+
+// With the backend down, the client gets 451 4.4.1 at MAIL: it keeps the
+// message and retries later.
+func TestBackendDown(t *testing.T) {
+	h := newHarness(t, harnessOpt{})
+	h.sink.Close()
+	c := h.greeted("127.0.0.2")
+	c.cmd("EHLO mail.good.test", 250)
+	c.send("MAIL FROM:<alice@good.test>")
+	if code, text := c.reply(); code != 451 || !contains(text, "4.4.1") {
+		t.Errorf("MAIL with the backend down got %d %q", code, text)
+	}
+}
+
+// A backend that dies mid-DATA, or before answering the final dot, never
+// gives the client a 250: it gets 451 4.4.2, and the next transaction on
+// the same client connection gets a fresh backend connection.
+func TestBackendCutMidData(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		policy mailsink.PolicyFuncs
+	}{
+		{"cut mid-DATA", mailsink.PolicyFuncs{DataStartFunc: func(si *mailsink.SessionInfo) *mailsink.Action {
+			if si.ID == 1 {
+				return &mailsink.Action{CutMidData: true}
+			}
+			return nil
+		}}},
+		{"dies before its reply", mailsink.PolicyFuncs{DataEndFunc: func(si *mailsink.SessionInfo, _ *mailsink.Message) *mailsink.Action {
+			if si.ID == 1 {
+				return &mailsink.Action{Close: true}
+			}
+			return nil
+		}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, harnessOpt{sink: func(s *mailsink.Server) { s.Policy = tc.policy }})
+			c := h.greeted("127.0.0.2")
+			c.cmd("EHLO mail.good.test", 250)
+			c.cmd("MAIL FROM:<alice@good.test>", 250)
+			c.cmd("RCPT TO:<bob@mxguard.test>", 250)
+			c.data([]byte("Subject: x\r\n\r\n"+strings.Repeat(strings.Repeat("b", 998)+"\r\n", 100)), 451)
+			if n := len(h.sink.Messages()); n != 0 {
+				t.Fatalf("backend stored %d messages after failing", n)
+			}
+			c.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("Subject: again\r\n\r\nx\r\n"))
+			if _, err := h.sink.WaitMessages(1, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// A backend that stalls past its command timeout gives 451, not a hang.
+func TestBackendStall(t *testing.T) {
+	h := newHarness(t, harnessOpt{sink: func(s *mailsink.Server) {
+		s.Policy = mailsink.PolicyFuncs{RcptFunc: func(*mailsink.SessionInfo, string) *mailsink.Action {
+			return &mailsink.Action{Delay: 10 * time.Second}
+		}}
+	}})
+	h.srv.rt.Load().Backend.CommandTimeout = 300 * time.Millisecond
+	c := h.greeted("127.0.0.2")
+	c.cmd("EHLO mail.good.test", 250)
+	c.cmd("MAIL FROM:<alice@good.test>", 250)
+	start := time.Now()
+	c.send("RCPT TO:<bob@mxguard.test>")
+	if code, text := c.reply(); code != 451 || !contains(text, "4.4.2") {
+		t.Errorf("RCPT to a stalled backend got %d %q", code, text)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("stalled for %v", d)
+	}
+}
+
+// A client that disappears mid-DATA leaves nothing at the backend.
+func TestClientGoneMidData(t *testing.T) {
+	h := newHarness(t, harnessOpt{})
+	c := h.greeted("127.0.0.2")
+	c.cmd("EHLO mail.good.test", 250)
+	c.cmd("MAIL FROM:<alice@good.test>", 250)
+	c.cmd("RCPT TO:<bob@mxguard.test>", 250)
+	c.cmd("DATA", 354)
+	c.conn.Write([]byte("Subject: half\r\n\r\nhalf a message"))
+	c.conn.Close()
+	h.logs.wait(t, "session", 1)
+	time.Sleep(100 * time.Millisecond)
+	if n := len(h.sink.Messages()); n != 0 {
+		t.Errorf("backend stored %d messages", n)
+	}
+	for _, s := range h.sink.Sessions() {
+		for _, cmd := range s.Commands {
+			if cmd == "DATA" {
+				t.Errorf("backend saw DATA for a message the client never finished")
+			}
+		}
+	}
+}

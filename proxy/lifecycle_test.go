@@ -1,0 +1,156 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/mxguard/mxguard/config"
+)
+
+// HELO arguments and addresses with control characters, 8-bit bytes or
+// comment delimiters never reach our Received header unescaped, and
+// XCLIENT values are xtext-encoded.
+func TestHeaderInjection(t *testing.T) {
+	h := newHarness(t, harnessOpt{cfg: func(c *config.Config) {
+		c.TrustedNetworks = []config.Prefix{mustPrefix("127.0.0.5")} // so odd HELOs pass the checks
+	}})
+	c := h.greeted("127.0.0.5")
+	helo := "evil.example\x7f(comment);X-Injected:\tyes\x1b[0m\xc3\xa9\x01"
+	c.cmd("EHLO "+helo, 250)
+	c.sendMail("", "alice@good.test", []string{"\"we(ird);\"@mxguard.test"}, []byte("Subject: x\r\n\r\nx\r\n"))
+	got, err := h.sink.WaitMessages(1, 5e9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv, _ := stripReceived(t, got[0].Data)
+	for i := 0; i < len(recv); i++ {
+		b := recv[i]
+		if b >= 0x7f || (b < ' ' && b != '\r' && b != '\n' && b != '\t') {
+			t.Fatalf("Received header carries byte %#x: %q", b, recv)
+		}
+	}
+	if contains(recv, "(comment)") || contains(recv, "X-Injected:\tyes") {
+		t.Errorf("Received header %q keeps the client's syntax", recv)
+	}
+	if x := got[0].XCLIENT["HELO"]; x != helo {
+		t.Errorf("XCLIENT HELO decoded to %q, want the client's exact HELO", x)
+	}
+	for _, line := range h.sink.Sessions()[0].Commands {
+		if len(line) > 7 && line[:7] == "XCLIENT" {
+			for i := 0; i < len(line); i++ {
+				if line[i] < '!' && line[i] != ' ' || line[i] > '~' {
+					t.Errorf("XCLIENT line carries byte %#x: %q", line[i], line)
+				}
+			}
+		}
+	}
+}
+
+// A reload applies to new connections; a session in flight keeps the rules
+// it started with.
+func TestReloadKeepsSessionRules(t *testing.T) {
+	h := newHarness(t, harnessOpt{cfg: func(c *config.Config) {
+		c.Decision.Outcomes = map[string]config.OutcomeRule{"helo.localhost": {Action: "ignore"}}
+	}})
+	old := h.greeted("127.0.0.2")
+	old.cmd("EHLO localhost", 250)
+
+	cfg := testConfig()
+	cfg.Backend.Address = h.sink.Addr()
+	cfg.DNS.Resolvers = []string{h.dns.Addr()}
+	h.srv.Reload(h.runtime(cfg))
+
+	old.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("Subject: old rules\r\n\r\nx\r\n"))
+	fresh := h.greeted("127.0.0.2")
+	fresh.cmd("EHLO localhost", 250)
+	fresh.cmd("MAIL FROM:<alice@good.test>", 250)
+	fresh.send("RCPT TO:<bob@mxguard.test>")
+	if code, _ := fresh.reply(); code != 550 {
+		t.Errorf("new session after reload got %d, want the new rules' 550", code)
+	}
+	old.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("Subject: still old\r\n\r\nx\r\n"))
+}
+
+// Shutdown stops accepting, lets an open session finish, and returns.
+func TestShutdownLetsSessionsFinish(t *testing.T) {
+	h := newHarness(t, harnessOpt{})
+	c := h.greeted("127.0.0.2")
+	c.cmd("EHLO mail.good.test", 250)
+	c.cmd("MAIL FROM:<alice@good.test>", 250)
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done <- h.srv.Shutdown(ctx)
+	}()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", h.addr, time.Second)
+		if err != nil {
+			break
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("still accepting connections after Shutdown")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.cmd("RCPT TO:<bob@mxguard.test>", 250)
+	c.data([]byte("Subject: during shutdown\r\n\r\nx\r\n"), 250)
+	select {
+	case <-done:
+		t.Fatal("Shutdown returned while a session was open")
+	default:
+	}
+	c.cmd("QUIT", 221)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Shutdown did not return after the last session ended")
+	}
+}
+
+// Past the shutdown timeout, sessions are closed and Shutdown says so.
+func TestShutdownTimeout(t *testing.T) {
+	h := newHarness(t, harnessOpt{})
+	c := h.greeted("127.0.0.2")
+	c.cmd("EHLO mail.good.test", 250)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := h.srv.Shutdown(ctx); err == nil {
+		t.Error("Shutdown with a session still open returned no error")
+	}
+	if !c.closed() {
+		t.Error("the open session was not closed")
+	}
+}
+
+// A NUL in a HELO cannot be passed on at all: the client gets a clear 501
+// (from an untrusted client, the HELO check has refused it anyway).
+func TestHELOWithNUL(t *testing.T) {
+	h := newHarness(t, harnessOpt{cfg: func(c *config.Config) {
+		c.TrustedNetworks = []config.Prefix{mustPrefix("127.0.0.5")}
+	}})
+	c := h.greeted("127.0.0.5")
+	c.cmd("EHLO nul\x00.example", 250)
+	c.send("MAIL FROM:<alice@good.test>")
+	if code, text := c.reply(); code != 501 || !contains(text, "NUL") {
+		t.Errorf("MAIL after a NUL HELO got %d %q", code, text)
+	}
+	c = h.greeted("127.0.0.2")
+	c.cmd("EHLO nul\x00.example", 250)
+	c.cmd("MAIL FROM:<alice@good.test>", 250)
+	c.send("RCPT TO:<bob@mxguard.test>")
+	if code, text := c.reply(); code != 550 || !contains(text, "invalid hostname") {
+		t.Errorf("RCPT after a NUL HELO got %d %q", code, text)
+	}
+	if len(h.sink.Sessions()) != 0 {
+		t.Error("the backend was contacted")
+	}
+}

@@ -1,0 +1,113 @@
+package proxy
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mxguard/mxguard/config"
+)
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// An early talker is caught whatever it sends and whenever it sends it
+// within the wait, and is dropped with 554; its log line has the byte count,
+// the delay and the bytes, escaped.
+func TestPregreet(t *testing.T) {
+	for _, bait := range []bool{true, false} {
+		h := newHarness(t, harnessOpt{cfg: func(c *config.Config) {
+			c.Listen.GreetDelay = config.Duration(400 * time.Millisecond)
+			c.Listen.BaitBanner = bait
+		}})
+		cases := []struct {
+			send  string
+			after time.Duration
+		}{
+			{"E", 0},
+			{"EHLO x\r\n", 0},
+			{"EHLO spam.example\r\nMAIL FROM:<a@b>\r\n", 100 * time.Millisecond},
+			{strings.Repeat("A", 100) + "\r\n", 250 * time.Millisecond},
+			{"\x00\x01\xff\r\n", 50 * time.Millisecond},
+		}
+		for i, tc := range cases {
+			t.Run(fmt.Sprintf("bait=%v/%d", bait, i), func(t *testing.T) {
+				before := len(h.logs.lines("pregreet"))
+				c := h.dial("127.0.0.2")
+				if bait {
+					if line, err := c.r.ReadString('\n'); err != nil || line != "220-mx.mxguard.test ESMTP\r\n" {
+						t.Fatalf("bait line %q, %v", line, err)
+					}
+				}
+				time.Sleep(tc.after)
+				c.conn.Write([]byte(tc.send))
+				code, text := c.reply()
+				if code != 554 || !contains(text, "5.5.1") {
+					t.Fatalf("early talker got %d %q, want 554 5.5.1", code, text)
+				}
+				if !c.closed() {
+					t.Errorf("connection still open after the 554")
+				}
+				lines := h.logs.wait(t, "pregreet", before+1)
+				l := lines[len(lines)-1]
+				if int(l["bytes"].(float64)) < 1 || int(l["bytes"].(float64)) > len(tc.send) {
+					t.Errorf("logged %v bytes for %d sent", l["bytes"], len(tc.send))
+				}
+				after := l["after"].(float64)
+				if after < tc.after.Seconds()-0.02 || after > 0.4 {
+					t.Errorf("logged after=%v, sent after %v", after, tc.after)
+				}
+				if txt := l["text"].(string); strings.ContainsAny(txt, "\r\n\x00") || !strings.HasPrefix(escape([]byte(tc.send), 100), txt[:1]) {
+					t.Errorf("logged text %q for %q", txt, tc.send)
+				}
+			})
+		}
+		// A patient client gets the full banner after the wait and is served.
+		t.Run(fmt.Sprintf("bait=%v/patient", bait), func(t *testing.T) {
+			start := time.Now()
+			c := h.greeted("127.0.0.2")
+			if waited := time.Since(start); waited < 350*time.Millisecond {
+				t.Errorf("banner after %v, before the greeting delay", waited)
+			}
+			c.sendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, []byte("Subject: x\r\n\r\nx\r\n"))
+		})
+	}
+}
+
+// A pregreet the rules only score (here: turned into a plain reject at RCPT)
+// keeps the early bytes: they are the client's first command.
+func TestPregreetEnforceAtRcpt(t *testing.T) {
+	h := newHarness(t, harnessOpt{cfg: func(c *config.Config) {
+		c.Decision.Outcomes = map[string]config.OutcomeRule{"pregreet": {Action: "reject"}}
+	}})
+	c := h.dial("127.0.0.2")
+	c.conn.Write([]byte("EHLO mail.good.test\r\n"))
+	c.expect(220)
+	c.expect(250) // the EHLO sent early was answered
+	c.cmd("MAIL FROM:<alice@good.test>", 250)
+	c.send("RCPT TO:<bob@mxguard.test>")
+	if code, text := c.reply(); code != 554 || !contains(text, "talked before the greeting") {
+		t.Errorf("RCPT got %d %q", code, text)
+	}
+	r := h.logs.wait(t, "refused", 1)[0]
+	if r["rule"] != "pregreet" || r["rcpt"] != "bob@mxguard.test" || r["from"] != "alice@good.test" || r["stage"] != "rcpt" {
+		t.Errorf("refused line %v", r)
+	}
+}
+
+// Trusted networks skip the wait and the checks.
+func TestTrustedSkipsGreeting(t *testing.T) {
+	h := newHarness(t, harnessOpt{cfg: func(c *config.Config) {
+		c.Listen.GreetDelay = config.Duration(5 * time.Second)
+		c.TrustedNetworks = []config.Prefix{mustPrefix("127.0.0.5/32")}
+	}})
+	start := time.Now()
+	c := h.dial("127.0.0.5")
+	c.conn.Write([]byte("EHLO localhost\r\n")) // would be a pregreet and a bad HELO
+	c.expect(220)
+	if time.Since(start) > 2*time.Second {
+		t.Errorf("trusted client waited for the banner")
+	}
+	c.expect(250)
+	c.sendMail("", "ceo@mxguard.test", []string{"bob@mxguard.test"}, []byte("Subject: x\r\n\r\nx\r\n"))
+}

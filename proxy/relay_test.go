@@ -1,0 +1,159 @@
+package proxy
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/mxguard/mxguard/internal/mailsink"
+)
+
+// Clean mail reaches the backend byte for byte: dot-stuffing undone, 8-bit
+// bytes and long lines intact, CRLF kept; only our Received header is added.
+func TestRelayByteExact(t *testing.T) {
+	h := newHarness(t, harnessOpt{})
+	big := make([]byte, 0, 10<<20+4096)
+	rng := rand.New(rand.NewPCG(1, 2))
+	big = append(big, "Subject: ten megabytes\r\n\r\n"...)
+	for len(big) < 10<<20 {
+		line := make([]byte, 76)
+		for i := range line {
+			line[i] = byte('A' + rng.IntN(26))
+		}
+		if rng.IntN(50) == 0 {
+			line[0] = '.'
+		}
+		big = append(append(big, line...), "\r\n"...)
+	}
+	messages := map[string][]byte{
+		"plain":       []byte("Subject: hi\r\n\r\nhello\r\n"),
+		"dots":        []byte("Subject: dots\r\n\r\n.\r\n..\r\n.leading dot\r\n...\r\nend\r\n"),
+		"8bit":        []byte("Subject: =?utf-8?q?caf=C3=A9?=\r\n\r\ncafé, naïve, 日本語, \x80\xff bytes\r\n"),
+		"long lines":  []byte("Subject: long\r\n\r\n" + strings.Repeat("x", 7000) + "\r\n" + strings.Repeat("y", 998) + "\r\n"),
+		"empty body":  []byte("Subject: empty\r\n\r\n"),
+		"no final LF": []byte("Subject: x\r\n\r\nno newline at end"),
+		"10 MB":       big,
+	}
+	for name, msg := range messages {
+		t.Run(name, func(t *testing.T) {
+			h.sink.Reset()
+			c := h.greeted("127.0.0.2")
+			reply := c.sendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, msg)
+			c.cmd("QUIT", 221)
+			got, err := h.sink.WaitMessages(1, 5e9)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := got[0]
+			if !strings.Contains(reply, "queued as "+m.ID) {
+				t.Errorf("client got %q, not the backend's own reply with queue id %s", reply, m.ID)
+			}
+			recv, body := stripReceived(t, m.Data)
+			want := msg
+			if !bytes.HasSuffix(msg, []byte("\r\n")) {
+				want = append(append([]byte(nil), msg...), "\r\n"...) // DATA ends lines
+			}
+			if !bytes.Equal(body, want) {
+				t.Errorf("backend got %d bytes, want %d; first difference at %d", len(body), len(want), firstDiff(body, want))
+			}
+			for _, w := range []string{"from mail.good.test (mail.good.test [127.0.0.2])", "by mx.mxguard.test (mxguard) with ESMTP id ", "for <bob@mxguard.test>"} {
+				if !strings.Contains(recv, w) {
+					t.Errorf("Received header %q lacks %q", recv, w)
+				}
+			}
+		})
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// The backend's refusals reach the client unchanged: a multi-line 550 on one
+// of two recipients, a 451 on MAIL; and the message goes to the recipient
+// the backend accepted only.
+func TestBackendRepliesPassThrough(t *testing.T) {
+	h := newHarness(t, harnessOpt{sink: func(s *mailsink.Server) {
+		s.Policy = mailsink.PolicyFuncs{
+			MailFunc: func(_ *mailsink.SessionInfo, from string) *mailsink.Action {
+				if from == "deferred@good.test" {
+					return &mailsink.Action{Reply: "451 4.3.0 <deferred@good.test>: Temporary lookup failure"}
+				}
+				return nil
+			},
+			RcptFunc: func(_ *mailsink.SessionInfo, to string) *mailsink.Action {
+				if to == "nobody@mxguard.test" {
+					return &mailsink.Action{Reply: "550-5.1.1 <nobody@mxguard.test>: Recipient address rejected:\n550 5.1.1 User unknown in virtual mailbox table"}
+				}
+				return nil
+			},
+		}
+	}})
+	c := h.greeted("127.0.0.2")
+	c.cmd("EHLO mail.good.test", 250)
+	c.send("MAIL FROM:<deferred@good.test>")
+	if code, text := c.reply(); code != 451 || text != "4.3.0 <deferred@good.test>: Temporary lookup failure" {
+		t.Errorf("MAIL: got %d %q", code, text)
+	}
+	c.cmd("MAIL FROM:<alice@good.test>", 250)
+	c.send("RCPT TO:<nobody@mxguard.test>")
+	code, text := c.reply()
+	want := "5.1.1 <nobody@mxguard.test>: Recipient address rejected:\n5.1.1 User unknown in virtual mailbox table"
+	if code != 550 || text != want {
+		t.Errorf("RCPT: got %d %q, want 550 %q", code, text, want)
+	}
+	c.cmd("RCPT TO:<bob@mxguard.test>", 250)
+	c.data([]byte("Subject: x\r\n\r\nx\r\n"), 250)
+	got, err := h.sink.WaitMessages(1, 5e9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got[0].To) != 1 || got[0].To[0] != "bob@mxguard.test" {
+		t.Errorf("backend recipients %v", got[0].To)
+	}
+}
+
+// Several transactions on one connection, with RSET between, go over one
+// backend connection, and the backend learns the client once.
+func TestSeveralTransactions(t *testing.T) {
+	h := newHarness(t, harnessOpt{})
+	c := h.greeted("127.0.0.2")
+	c.cmd("EHLO mail.good.test", 250)
+	c.sendMail("", "a@good.test", []string{"x@mxguard.test"}, []byte("Subject: 1\r\n\r\n1\r\n"))
+	c.cmd("MAIL FROM:<b@good.test>", 250)
+	c.cmd("RCPT TO:<y@mxguard.test>", 250)
+	c.cmd("RSET", 250)
+	c.sendMail("", "c@good.test", []string{"z@mxguard.test", "w@mxguard.test"}, []byte("Subject: 3\r\n\r\n3\r\n"))
+	c.cmd("QUIT", 221)
+	got, err := h.sink.WaitMessages(2, 5e9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].From != "a@good.test" || got[1].From != "c@good.test" || len(got[1].To) != 2 {
+		t.Errorf("messages: %+v / %+v", got[0], got[1])
+	}
+	if got[0].Session != got[1].Session {
+		t.Errorf("the two messages came over different backend connections")
+	}
+	if recv, _ := stripReceived(t, got[1].Data); strings.Contains(recv, " for <") {
+		t.Errorf("Received names a recipient of a multi-recipient message: %q", recv)
+	}
+	if n := len(h.sink.Sessions()); n != 1 {
+		t.Errorf("%d backend connections, want 1", n)
+	}
+	var rsets int
+	for _, cmd := range h.sink.Sessions()[0].Commands {
+		if cmd == "RSET" {
+			rsets++
+		}
+	}
+	if rsets != 1 {
+		t.Errorf("backend saw %d RSET, want 1 (only the client's)", rsets)
+	}
+}
