@@ -29,6 +29,9 @@ const defaultDemoDelay = 3 * time.Second
 // mail in a folder, with a built-in DNS zone, so a newcomer sees it work
 // without an MTA or a network.
 func demo(listen, dir string, delay time.Duration, stdout, stderr io.Writer) int {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	mailDir := filepath.Join(dir, "mail")
 	if err := os.MkdirAll(mailDir, 0o755); err != nil {
 		fmt.Fprintf(stderr, "mxguard demo: %v\n", err)
@@ -100,10 +103,7 @@ The decision log (JSON lines) follows on standard output. Ctrl-C stops the demo.
 
 `, listen, mailDir, delay, dns.Addr(), hostOf(listen), portOf(listen), wait)
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	<-sigs
-	signal.Stop(sigs)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(ctx)

@@ -20,6 +20,11 @@ const defaultConfig = config.DefaultPath
 // serve runs mxguard until SIGTERM or SIGINT. SIGHUP re-reads the config:
 // a bad one is logged and the running one stays in force.
 func serve(path string, stderr io.Writer) int {
+	// Signals are caught from the start: a SIGHUP sent while starting must
+	// not kill the process.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	cfg, err := config.Load(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -53,9 +58,6 @@ func serve(path string, stderr io.Writer) int {
 	logger.Info("started", "version", versionString(), "config", path, "hostname", cfg.Hostname,
 		"backend", cfg.Backend.Address, "client_identity", string(cfg.Backend.ClientIdentity))
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			out.Reopen() // after logrotate
