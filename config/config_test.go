@@ -140,3 +140,10 @@ j = 1
 		t.Error("a line inside a multi-line string was taken for a key")
 	}
 }
+
+// The example config in docs/ stays valid.
+func TestExampleConfig(t *testing.T) {
+	if _, err := Load("../docs/mxguard.example.toml"); err != nil {
+		t.Fatal(err)
+	}
+}
