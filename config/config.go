@@ -28,14 +28,15 @@ type Config struct {
 	// machine's interfaces, which are found by themselves.
 	OwnIPs []netip.Addr `toml:"own_ips"`
 
-	Listen   Listen   `toml:"listen"`
-	Limits   Limits   `toml:"limits"`
-	TLS      TLS      `toml:"tls"`
-	Backend  Backend  `toml:"backend"`
-	DNS      DNS      `toml:"dns"`
-	HELO     HELO     `toml:"helo"`
-	Decision Decision `toml:"decision"`
-	Log      Log      `toml:"log"`
+	Listen     Listen     `toml:"listen"`
+	Limits     Limits     `toml:"limits"`
+	TLS        TLS        `toml:"tls"`
+	Backend    Backend    `toml:"backend"`
+	DNS        DNS        `toml:"dns"`
+	HELO       HELO       `toml:"helo"`
+	Reputation Reputation `toml:"reputation"`
+	Decision   Decision   `toml:"decision"`
+	Log        Log        `toml:"log"`
 
 	// Path is the file this configuration was read from ("" for built-in).
 	Path string `toml:"-"`
@@ -111,6 +112,17 @@ type HELO struct {
 	ForwardDNS bool `toml:"forward_dns"`
 }
 
+// Reputation is the memory of client addresses.
+type Reputation struct {
+	// Size is how many addresses (IPv6: /64s) are remembered.
+	Size int `toml:"size"`
+	// GreetPassTTL is how long a client that waited politely for the banner
+	// skips the greeting delay (postscreen_greet_ttl); "0s" = never.
+	GreetPassTTL Duration `toml:"greet_pass_ttl"`
+	// HalfLife is how fast an address's history fades.
+	HalfLife Duration `toml:"half_life"`
+}
+
 // Decision turns check outcomes into an action.
 type Decision struct {
 	// RejectAt is "rcpt" (refuse at RCPT TO, so the log holds the envelope,
@@ -184,6 +196,11 @@ func Default() *Config {
 			MaxTTL:    Duration(time.Hour),
 		},
 		HELO: HELO{ForwardDNS: true},
+		Reputation: Reputation{
+			Size:         100000,
+			GreetPassTTL: Duration(24 * time.Hour),
+			HalfLife:     Duration(7 * 24 * time.Hour),
+		},
 		Decision: Decision{
 			RejectAt:    StageRcpt,
 			TagScore:    5,

@@ -27,6 +27,11 @@ func (s *Server) greet(cc *clientConn) bool {
 	if st.trusted || delay <= 0 {
 		return true
 	}
+	rep := st.rt.Reputation
+	if rep != nil && rep.GreetingPassed(st.client.Addr()) {
+		s.log.Debug("pass old", "session", st.id, "client", st.client.String())
+		return true // postscreen's PASS OLD: it waited politely before
+	}
 	if !s.trackGreeting(cc, true) {
 		cc.writeAndClose("421 4.3.2 Service shutting down, try again later", time.Second)
 		return false
@@ -50,7 +55,10 @@ func (s *Server) greet(cc *clientConn) bool {
 		cc.early = append([]byte(nil), buf[:n]...)
 		return s.pregreet(cc, time.Since(st.start))
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return true // a patient client
+		if rep != nil {
+			rep.PassGreeting(st.client.Addr()) // PASS NEW
+		}
+		return true
 	default:
 		st.hangup = "greeting"
 		cc.Close()
@@ -61,6 +69,9 @@ func (s *Server) greet(cc *clientConn) bool {
 // pregreet records an early talker and applies the decision on it.
 func (s *Server) pregreet(cc *clientConn, after time.Duration) bool {
 	st := cc.state
+	if rep := st.rt.Reputation; rep != nil {
+		rep.FailGreeting(st.client.Addr())
+	}
 	text := escape(cc.early, 100)
 	st.addResult(checks.Result{
 		Check:    "pregreet",

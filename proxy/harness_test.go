@@ -17,6 +17,7 @@ import (
 	"github.com/mxguard/mxguard/config"
 	"github.com/mxguard/mxguard/internal/dnsfixture"
 	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/reputation"
 	"github.com/mxguard/mxguard/resolver"
 )
 
@@ -47,6 +48,7 @@ type harness struct {
 	cfg  *config.Config
 	addr string
 	logs *logBuffer
+	rep  *reputation.Store
 }
 
 type harnessOpt struct {
@@ -84,6 +86,7 @@ func newHarness(t *testing.T, o harnessOpt) *harness {
 	if o.cfg != nil {
 		o.cfg(h.cfg)
 	}
+	h.rep = reputation.New(reputation.Config{GreetPassTTL: h.cfg.Reputation.GreetPassTTL.D()})
 	rt := h.runtime(h.cfg)
 	h.srv = New(rt, slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -106,7 +109,7 @@ func (h *harness) runtime(cfg *config.Config) *Runtime {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	rt, err := NewRuntime(cfg, res)
+	rt, err := NewRuntime(cfg, Shared{Resolver: res, Reputation: h.rep})
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -111,3 +111,46 @@ func TestTrustedSkipsGreeting(t *testing.T) {
 	c.expect(250)
 	c.sendMail("", "ceo@mxguard.test", []string{"bob@mxguard.test"}, []byte("Subject: x\r\n\r\nx\r\n"))
 }
+
+// A client that waited politely skips the wait next time (postscreen's
+// PASS OLD); talking early takes that away.
+func TestGreetingPassCache(t *testing.T) {
+	h := newHarness(t, harnessOpt{cfg: func(c *config.Config) {
+		c.Listen.GreetDelay = config.Duration(500 * time.Millisecond)
+	}})
+	timed := func() time.Duration {
+		start := time.Now()
+		c := h.greeted("127.0.0.2")
+		d := time.Since(start)
+		c.cmd("QUIT", 221)
+		return d
+	}
+	if d := timed(); d < 450*time.Millisecond {
+		t.Fatalf("first connection greeted after %v, before the delay", d)
+	}
+	if d := timed(); d > 300*time.Millisecond {
+		t.Errorf("second connection waited %v: the pass was not remembered", d)
+	}
+	if d := h.greetedFrom("127.0.0.3"); d < 450*time.Millisecond {
+		t.Errorf("another address skipped the wait (%v)", d)
+	}
+	// An early talker from a remembered address would not be caught; a
+	// fresh address that talks early loses nothing it had, and waits again.
+	c := h.dial("127.0.0.4")
+	c.conn.Write([]byte("EHLO x\r\n"))
+	if line, _ := c.r.ReadString('\n'); !strings.HasPrefix(line, "220-") {
+		t.Fatalf("bait line %q", line)
+	}
+	c.expect(554)
+	if d := h.greetedFrom("127.0.0.4"); d < 450*time.Millisecond {
+		t.Errorf("an early talker skipped the wait next time (%v)", d)
+	}
+}
+
+func (h *harness) greetedFrom(ip string) time.Duration {
+	start := time.Now()
+	c := h.greeted(ip)
+	d := time.Since(start)
+	c.cmd("QUIT", 221)
+	return d
+}

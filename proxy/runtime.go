@@ -10,6 +10,7 @@ import (
 	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
 	"github.com/mxguard/mxguard/proxy/backend"
+	"github.com/mxguard/mxguard/reputation"
 	"github.com/mxguard/mxguard/rules"
 )
 
@@ -25,6 +26,8 @@ type Runtime struct {
 	TLS     *tls.Config // nil: no STARTTLS
 	// Resolver serves every DNS question; nil disables DNS-based checks.
 	Resolver Resolver
+	// Reputation remembers client addresses; nil forgets everything.
+	Reputation *reputation.Store
 
 	trusted []netip.Prefix
 }
@@ -35,8 +38,16 @@ type Resolver interface {
 	LookupAddr(ctx context.Context, addr string) ([]string, error)
 }
 
+// Shared is what outlives a reload: the DNS cache and the memory of
+// clients. A reload builds a new Runtime around the same Shared.
+type Shared struct {
+	Resolver   Resolver
+	Reputation *reputation.Store
+}
+
 // NewRuntime builds the checks and the decision policy from cfg.
-func NewRuntime(cfg *config.Config, res Resolver) (*Runtime, error) {
+func NewRuntime(cfg *config.Config, sh Shared) (*Runtime, error) {
+	res := sh.Resolver
 	policy, err := rules.New(cfg)
 	if err != nil {
 		return nil, err
@@ -48,7 +59,8 @@ func NewRuntime(cfg *config.Config, res Resolver) (*Runtime, error) {
 	rt := &Runtime{
 		Cfg:      cfg,
 		Policy:   policy,
-		Resolver: res,
+		Resolver:   res,
+		Reputation: sh.Reputation,
 		Backend: backend.Options{
 			Addr:           cfg.Backend.Address,
 			Method:         method,

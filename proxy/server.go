@@ -209,6 +209,11 @@ func (s *Server) handle(nc net.Conn) {
 		trusted: rt.Trusted(client.Addr()),
 	}
 	st.startRDNS(rt.Resolver, 2*rt.Cfg.DNS.Timeout.D())
+	if rt.Reputation != nil && !st.trusted {
+		if r, ok := rt.Reputation.Check(client.Addr()); ok {
+			st.addResult(r)
+		}
+	}
 	cc := &clientConn{Conn: nc, state: st, onClose: s.closed}
 	s.mu.Lock()
 	s.conns[cc] = struct{}{}
@@ -228,6 +233,12 @@ func (s *Server) closed(cc *clientConn) {
 	st := cc.state
 	st.timer.Stop()
 	s.lim.release(st.client.Addr())
+	if rep := st.rt.Reputation; rep != nil && !st.trusted {
+		st.mu.Lock()
+		accepted, refused := st.accepted, st.refused
+		st.mu.Unlock()
+		rep.Record(st.client.Addr(), accepted, refused)
+	}
 	s.mu.Lock()
 	delete(s.conns, cc)
 	s.mu.Unlock()

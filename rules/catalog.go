@@ -21,6 +21,9 @@ var builtin = []Rule{
 	{Outcome: "helo.forward_mismatch", Action: Reject, Reply: mustReply("550 5.7.1 Helo command rejected: hostname does not resolve to your address")},
 	{Outcome: "helo.dns_temp", Action: Tempfail, Reply: mustReply("451 4.4.3 Helo command rejected: temporary DNS failure, try again later")},
 
+	{Outcome: "reputation.bad", Action: Score, Weight: 3},
+	{Outcome: "reputation.good", Action: Score, Weight: -2},
+
 	{Outcome: "sender.spoofs_local", Action: Reject, Reply: mustReply("550 5.7.1 Sender address rejected: not allowed from your address")},
 }
 

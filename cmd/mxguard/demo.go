@@ -70,7 +70,7 @@ func demo(listen, dir string, delay time.Duration, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "mxguard demo: %v\n", err)
 		return 1
 	}
-	rt, err := proxy.NewRuntime(cfg, res)
+	rt, err := proxy.NewRuntime(cfg, proxy.Shared{Resolver: res, Reputation: newReputation(cfg)})
 	if err != nil {
 		fmt.Fprintf(stderr, "mxguard demo: %v\n", err)
 		return 1

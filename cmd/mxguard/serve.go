@@ -12,6 +12,7 @@ import (
 
 	"github.com/mxguard/mxguard/config"
 	"github.com/mxguard/mxguard/proxy"
+	"github.com/mxguard/mxguard/reputation"
 	"github.com/mxguard/mxguard/resolver"
 )
 
@@ -45,7 +46,8 @@ func serve(path string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, cfg.Errorf([]string{"dns"}, "%v", err))
 		return 1
 	}
-	rt, err := proxy.NewRuntime(cfg, res)
+	shared := proxy.Shared{Resolver: res, Reputation: newReputation(cfg)}
+	rt, err := proxy.NewRuntime(cfg, shared)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -62,13 +64,10 @@ func serve(path string, stderr io.Writer) int {
 		if sig == syscall.SIGHUP {
 			out.Reopen() // after logrotate
 			cur := srv.Runtime()
-			next, err := reload(path, cur, res, logger)
+			next, err := reload(path, cur, logger)
 			if err != nil {
 				logger.Error("reload failed, keeping the running config", "config", path, "err", err.Error())
 				continue
-			}
-			if next.Resolver != cur.Resolver {
-				res = next.Resolver.(*resolver.Resolver)
 			}
 			level.Set(logLevel(next.Cfg.Log.Level))
 			srv.Reload(next)
@@ -89,19 +88,27 @@ func serve(path string, stderr io.Writer) int {
 	return 0
 }
 
-// reload builds a runtime from the file at path. The DNS cache is kept when
-// the DNS settings did not change. Settings that need a restart are logged.
-func reload(path string, cur *proxy.Runtime, res *resolver.Resolver, logger *slog.Logger) (*proxy.Runtime, error) {
+// reload builds a runtime from the file at path. The DNS cache and the
+// memory of clients are kept when their settings did not change. Settings
+// that need a restart are logged.
+func reload(path string, cur *proxy.Runtime, logger *slog.Logger) (*proxy.Runtime, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return nil, err
 	}
+	shared := proxy.Shared{Resolver: cur.Resolver, Reputation: cur.Reputation}
 	if !sameDNS(cfg.DNS, cur.Cfg.DNS) {
-		if res, err = newResolver(cfg); err != nil {
+		res, err := newResolver(cfg)
+		if err != nil {
 			return nil, cfg.Errorf([]string{"dns"}, "%v", err)
 		}
+		shared.Resolver = res
 	}
-	rt, err := proxy.NewRuntime(cfg, res)
+	if cfg.Reputation != cur.Cfg.Reputation {
+		logger.Warn("reputation settings changed: starting with an empty memory of clients")
+		shared.Reputation = newReputation(cfg)
+	}
+	rt, err := proxy.NewRuntime(cfg, shared)
 	if err != nil {
 		return nil, err
 	}
@@ -109,6 +116,14 @@ func reload(path string, cur *proxy.Runtime, res *resolver.Resolver, logger *slo
 		logger.Warn("listen.addresses changed: restart mxguard to apply")
 	}
 	return rt, nil
+}
+
+func newReputation(cfg *config.Config) *reputation.Store {
+	return reputation.New(reputation.Config{
+		Size:         cfg.Reputation.Size,
+		GreetPassTTL: cfg.Reputation.GreetPassTTL.D(),
+		HalfLife:     cfg.Reputation.HalfLife.D(),
+	})
 }
 
 func sameDNS(a, b config.DNS) bool {
@@ -130,7 +145,7 @@ func newResolver(cfg *config.Config) (*resolver.Resolver, error) {
 func checkConfig(path string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(path)
 	if err == nil {
-		_, err = proxy.NewRuntime(cfg, nil) // the rules and TLS are checked here
+		_, err = proxy.NewRuntime(cfg, proxy.Shared{}) // the rules and TLS are checked here
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
