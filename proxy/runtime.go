@@ -57,8 +57,8 @@ func NewRuntime(cfg *config.Config, sh Shared) (*Runtime, error) {
 		return nil, cfg.Errorf([]string{"backend", "client_identity"}, "%v", err)
 	}
 	rt := &Runtime{
-		Cfg:      cfg,
-		Policy:   policy,
+		Cfg:        cfg,
+		Policy:     policy,
 		Resolver:   res,
 		Reputation: sh.Reputation,
 		Backend: backend.Options{
