@@ -1,0 +1,208 @@
+package checks
+
+import (
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/emersion/go-msgauth/authres"
+)
+
+// AuthenticationResults returns a complete Authentication-Results header
+// field (RFC 8601), folded, ending in CRLF, e.g.
+//
+//	Authentication-Results: mx.example.com; spf=pass
+//		smtp.mailfrom=alice@example.org; dkim=pass header.d=example.org header.s=sel;
+//		dmarc=pass header.from=example.org
+//
+// spf and dmarc may be nil when not evaluated; no signatures give
+// dkim=none. Values that came from the client or the message are made
+// safe first: nothing they contain can end the field or add one.
+func AuthenticationResults(authservID string, spf *SPFResult, dkim []DKIMSignature, dmarc *DMARCResult) string {
+	var results []authres.Result
+	if spf != nil && spf.Result != "" {
+		r := &authres.SPFResult{Value: authres.ResultValue(spf.Result)}
+		if spf.Identity == "helo" {
+			r.Helo = headerSafe(spf.HELO)
+		} else {
+			r.From = headerSafe(spf.Sender)
+		}
+		results = append(results, r)
+	}
+	if len(dkim) == 0 {
+		results = append(results, &authres.DKIMResult{Value: authres.ResultNone})
+	}
+	for _, s := range dkim {
+		// GenericResult, because authres.DKIMResult has no header.s.
+		results = append(results, &authres.GenericResult{
+			Method: "dkim",
+			Value:  authres.ResultValue(s.Result),
+			Params: map[string]string{"header.d": headerSafe(s.Domain), "header.s": headerSafe(s.Selector)},
+		})
+	}
+	if dmarc != nil && dmarc.Result != "" {
+		results = append(results, &authres.DMARCResult{Value: authres.ResultValue(dmarc.Result), From: headerSafe(dmarc.Domain)})
+	}
+	return foldField("Authentication-Results", authres.Format(headerSafe(authservID), results))
+}
+
+// ReceivedSPF returns a Received-SPF header field (RFC 7208 §9.1) for r,
+// as seen by receiver (our host name), folded and ending in CRLF, e.g.
+//
+//	Received-SPF: pass (mx.example.com: domain of alice@example.org
+//		designates 192.0.2.1 as permitted sender) client-ip=192.0.2.1;
+//		envelope-from=alice@example.org; helo=mail.example.org;
+//		receiver=mx.example.com; identity=mailfrom;
+func ReceivedSPF(receiver string, r *SPFResult) string {
+	receiver = headerSafe(receiver)
+	who := headerSafe(r.Sender)
+	if r.Identity == "helo" {
+		who = "postmaster@" + headerSafe(r.HELO)
+	}
+	// The comment holds client text: no parentheses or backslashes, so
+	// that it cannot end early or swallow what follows.
+	who = strings.NewReplacer("(", "?", ")", "?").Replace(who)
+	ip := r.Client.String()
+	var comment string
+	switch r.Result {
+	case "pass":
+		comment = fmt.Sprintf("domain of %s designates %s as permitted sender", who, ip)
+	case "fail":
+		comment = fmt.Sprintf("domain of %s does not designate %s as permitted sender", who, ip)
+	case "softfail":
+		comment = fmt.Sprintf("domain of transitioning %s does not designate %s as permitted sender", who, ip)
+	case "neutral":
+		comment = fmt.Sprintf("%s is neither permitted nor denied by domain of %s", ip, who)
+	case "none":
+		comment = fmt.Sprintf("domain of %s does not designate permitted sender hosts", who)
+	case "temperror":
+		comment = fmt.Sprintf("error in processing during lookup of %s", who)
+	default:
+		comment = fmt.Sprintf("domain of %s has an unusable SPF record", who)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s (%s: %s)", headerSafe(r.Result), strings.NewReplacer("(", "?", ")", "?").Replace(receiver), comment)
+	kv := func(k, v string) { fmt.Fprintf(&b, " %s=%s;", k, kvValue(v)) }
+	kv("client-ip", ip)
+	if r.Sender != "" {
+		kv("envelope-from", headerSafe(r.Sender))
+	}
+	if r.HELO != "" {
+		kv("helo", headerSafe(r.HELO))
+	}
+	if r.Result == "permerror" && r.Explanation != "" {
+		// Not for temperror: its DNS errors name our resolvers.
+		kv("problem", headerSafe(r.Explanation))
+	}
+	kv("receiver", receiver)
+	kv("identity", r.Identity)
+	return foldField("Received-SPF", b.String())
+}
+
+// kvValue writes a Received-SPF value as a dot-atom when it is one, else
+// as a quoted string (RFC 7208 §9.1, RFC 5322 §3.2.3-4).
+func kvValue(v string) string {
+	atom := v != "" && !strings.HasPrefix(v, ".") && !strings.HasSuffix(v, ".") && !strings.Contains(v, "..")
+	for _, c := range v {
+		if !isAtext(c) && c != '.' {
+			atom = false
+		}
+	}
+	if atom {
+		return v
+	}
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
+}
+
+func isAtext(c rune) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+		strings.ContainsRune("!#$%&'*+-/=?^_`{|}~", c) || c >= 0x80
+}
+
+// headerSafe makes client text fit for a header field: anything that is
+// not a printable character (CR, LF, NUL, other controls, invalid UTF-8,
+// bidi overrides) becomes "?"; so do backslashes, which go-msgauth's
+// formatter does not escape inside quoted strings, and semicolons, on
+// which naive parsers (go-msgauth's among them) split a field even
+// inside quotes: "x;dkim=pass"@example.org must not read as a result of
+// ours. It is cut at 255 bytes so that lines stay far below 998.
+func headerSafe(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if c == '\\' || c == ';' || c == unicode.ReplacementChar || !unicode.IsPrint(c) {
+			c = '?'
+		}
+		if b.Len()+utf8.RuneLen(c) > maxTagLen {
+			break
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// foldWidth is the line length RFC 5322 §2.1.1 recommends.
+const foldWidth = 78
+
+// foldField writes "name: value" folded at white space outside quoted
+// strings to lines of about foldWidth, continuation lines starting with a
+// tab, and a final CRLF. A word longer than a line stays whole.
+func foldField(name, value string) string {
+	var b strings.Builder
+	b.WriteString(name)
+	b.WriteByte(':')
+	n, start := len(name)+1, len(name)+1
+	for _, w := range words(value) {
+		if n+1+len(w) > foldWidth && n > start {
+			b.WriteString("\r\n\t")
+			n = 1
+		} else {
+			b.WriteByte(' ')
+			n++
+		}
+		b.WriteString(w)
+		n += len(w)
+	}
+	b.WriteString("\r\n")
+	return b.String()
+}
+
+// words splits at runs of white space that are not inside a quoted
+// string, where folding would change the value. (In a comment it only
+// turns a space into a tab.)
+func words(s string) []string {
+	var ws []string
+	quoted, depth, escaped, start := false, 0, false, -1
+	for i, c := range s {
+		switch {
+		case escaped:
+			escaped = false
+		case c == '\\' && (quoted || depth > 0):
+			escaped = true
+		case c == '"' && depth == 0:
+			quoted = !quoted
+		case c == '(' && !quoted:
+			depth++
+		case c == ')' && !quoted && depth > 0:
+			depth--
+		case (c == ' ' || c == '\t') && !quoted:
+			if start >= 0 {
+				ws = append(ws, s[start:i])
+				start = -1
+			}
+			continue
+		case c == ';' && start < 0 && len(ws) > 0 && !quoted && depth == 0:
+			// go-msgauth writes "dkim=none ; ..." for a result
+			// without properties: keep the ";" on its word.
+			ws[len(ws)-1] += ";"
+			continue
+		}
+		if start < 0 {
+			start = i
+		}
+	}
+	if start >= 0 {
+		ws = append(ws, s[start:])
+	}
+	return ws
+}

@@ -1,0 +1,267 @@
+package checks
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/mxguard/mxguard/message"
+)
+
+// TXTResolver is the part of the resolver DKIM and DMARC need.
+type TXTResolver interface {
+	LookupTXT(ctx context.Context, name string) ([]string, error)
+}
+
+// DKIM verifies a message's DKIM signatures (RFC 6376) with
+// github.com/emersion/go-msgauth/dkim. It only reports: RFC 6376 §6.3
+// asks verifiers not to treat a broken signature worse than none, so what
+// a failure means is left to DMARC and the rules.
+type DKIM struct {
+	// Resolver fetches the keys: mxguard's caching resolver, so that a
+	// busy sender's key is asked for once per TTL. It must report
+	// timeouts and SERVFAIL as temporary *net.DNSError values. Nil means
+	// net.DefaultResolver.
+	Resolver TXTResolver
+	// MaxSignatures caps the signatures verified per message (default 5):
+	// each costs a DNS query and a pass over the body, and the rest may
+	// be ignored (RFC 6376 §6.1).
+	MaxSignatures int
+	// Timeout bounds the key look-ups of one message (default 10s).
+	Timeout time.Duration
+}
+
+// DKIMSignature is the verdict on one signature.
+type DKIMSignature struct {
+	Domain     string // d=
+	Selector   string // s=
+	Identifier string // i=, or "@" + d= when absent
+	Algorithm  string // a=
+	// Result is pass, fail, temperror or permerror (RFC 8601 §2.7.1).
+	Result string
+	// Err says what went wrong; "" for pass.
+	Err string
+}
+
+// DKIMResult is the verdict on a message.
+type DKIMResult struct {
+	// Signatures, in header order, as many as were verified.
+	Signatures []DKIMSignature
+	// Ignored counts the signatures beyond MaxSignatures.
+	Ignored int
+	// Results has one dkim.<result> per signature, or one dkim.none for
+	// an unsigned message (dkim.permerror or dkim.temperror when the
+	// message could not be read).
+	Results []Result
+}
+
+// maxTagLen caps the d=, s= and i= values kept: they are the sender's
+// text, and they go into reasons and header fields. A domain name has at
+// most 253 characters.
+const maxTagLen = 255
+
+// Verify checks the signatures of msg, the whole message with CRLF line
+// ends, reading it exactly once, to the end.
+func (d *DKIM) Verify(ctx context.Context, msg io.Reader) DKIMResult {
+	// Drain whatever the library leaves (it stops early when a key is
+	// missing), so that msg may be one end of a pipe.
+	defer io.Copy(io.Discard, msg)
+
+	src := &readLatch{r: msg}
+	br := bufio.NewReaderSize(src, 32<<10)
+	h, _, err := message.ParseHeader(br)
+	if err == nil {
+		err = src.err
+	}
+	if err != nil {
+		outcome, why := "dkim.temperror", "could not be read"
+		if errors.Is(err, message.ErrHeaderTooLarge) {
+			outcome, why = "dkim.permerror", "has an unusable header"
+		}
+		return DKIMResult{Results: []Result{{
+			Check: "dkim", Outcome: outcome,
+			Reason: "DKIM not checked: the message " + why, Evidence: err.Error(),
+		}}}
+	}
+
+	var sigs []DKIMSignature
+	for i := range h.Fields {
+		// The library finds signatures by the same test on the same
+		// field boundaries, so its verifications line up with sigs.
+		if strings.EqualFold(h.Fields[i].Name, "DKIM-Signature") {
+			sigs = append(sigs, parseSignature(h.Fields[i].Value()))
+		}
+	}
+	if len(sigs) == 0 {
+		return DKIMResult{Results: []Result{{Check: "dkim", Outcome: "dkim.none", Reason: "message is not DKIM-signed"}}}
+	}
+
+	// Hand the library the header we already read, then the rest. A
+	// message that ends inside its header gets the empty line the
+	// library insists on; its body is empty either way.
+	var head bytes.Buffer
+	h.WriteTo(&head)
+	if h.End == nil {
+		if n := len(h.Fields); n > 0 && !bytes.HasSuffix(h.Fields[n-1].Raw, []byte("\n")) {
+			head.WriteString("\r\n")
+		}
+		head.WriteString("\r\n")
+	}
+
+	timeout := d.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var res TXTResolver = net.DefaultResolver
+	if d.Resolver != nil {
+		res = d.Resolver
+	}
+	limit := d.MaxSignatures
+	if limit <= 0 {
+		limit = 5
+	}
+	opts := &dkim.VerifyOptions{
+		LookupTXT:        func(name string) ([]string, error) { return res.LookupTXT(ctx, name) },
+		MaxVerifications: limit,
+	}
+	verifs, err := dkim.VerifyWithOptions(io.MultiReader(&head, br), opts)
+	if src.err != nil {
+		// The library took the cut-off message for a whole one; its
+		// verdicts mean nothing.
+		verifs, err = nil, fmt.Errorf("reading the message: %w", src.err)
+	}
+
+	r := DKIMResult{}
+	if errors.Is(err, dkim.ErrTooManySignatures) {
+		r.Ignored = len(sigs) - len(verifs)
+		sigs = sigs[:len(verifs)]
+		err = nil
+	}
+	for i := range sigs {
+		s := &sigs[i]
+		switch {
+		case i < len(verifs) && (err == nil || verifs[i].Err != nil):
+			v := verifs[i]
+			if v.Domain != "" {
+				s.Domain = clip(v.Domain)
+			}
+			if v.Identifier != "" {
+				s.Identifier = clip(v.Identifier)
+			}
+			s.Result = dkimResult(v.Err)
+			if v.Err != nil {
+				s.Err = strings.TrimPrefix(v.Err.Error(), "dkim: ")
+			}
+		default:
+			// Reading the message failed, or the library failed
+			// outside any one signature (and then reports the one
+			// that hit it as valid): nothing is known.
+			s.Result, s.Err = "temperror", "not verified"
+			if err != nil {
+				s.Err = err.Error()
+			}
+		}
+		r.Results = append(r.Results, s.result())
+	}
+	r.Signatures = sigs
+	return r
+}
+
+// dkimResult maps the library's error classes (RFC 8601 §2.7.1).
+func dkimResult(err error) string {
+	switch {
+	case err == nil:
+		return "pass"
+	case dkim.IsTempFail(err):
+		return "temperror"
+	case dkim.IsPermFail(err):
+		return "permerror"
+	default:
+		return "fail" // the signature or the body hash did not verify
+	}
+}
+
+func (s *DKIMSignature) result() Result {
+	sig := fmt.Sprintf("DKIM signature d=%s s=%s", s.Domain, s.Selector)
+	r := Result{Check: "dkim", Outcome: "dkim." + s.Result, Evidence: "i=" + s.Identifier + " a=" + s.Algorithm}
+	switch s.Result {
+	case "pass":
+		r.Reason = sig + " verified"
+	case "fail":
+		r.Reason = sig + " did not verify: " + s.Err
+	case "temperror":
+		r.Reason = sig + " could not be checked now: " + s.Err
+	default:
+		r.Reason = sig + " is unusable: " + s.Err
+	}
+	return r
+}
+
+// parseSignature reads the tags that name a signature. Malformed
+// signatures are the library's to judge; this only has to label them.
+func parseSignature(v string) DKIMSignature {
+	var s DKIMSignature
+	seen := map[string]bool{}
+	for _, tag := range strings.Split(v, ";") {
+		k, val, ok := strings.Cut(tag, "=")
+		k = strings.TrimSpace(k)
+		if !ok || seen[k] {
+			continue
+		}
+		seen[k] = true
+		val = clip(strings.Join(strings.Fields(val), ""))
+		switch k {
+		case "d":
+			s.Domain = val
+		case "s":
+			s.Selector = val
+		case "i":
+			s.Identifier = val
+		case "a":
+			s.Algorithm = val
+		}
+	}
+	if s.Identifier == "" && s.Domain != "" {
+		s.Identifier = "@" + s.Domain
+	}
+	return s
+}
+
+func clip(s string) string {
+	if len(s) > maxTagLen {
+		return s[:maxTagLen]
+	}
+	return s
+}
+
+// readLatch turns a read error into a clean EOF and keeps it. The
+// library, given more than one signature, copies the message into one
+// pipe per signature and, when the copy fails, returns without closing
+// them: the verifying goroutines would wait forever. Seeing EOF, it
+// finishes; Verify then reports the error.
+type readLatch struct {
+	r   io.Reader
+	err error
+}
+
+func (l *readLatch) Read(p []byte) (int, error) {
+	if l.err != nil {
+		return 0, io.EOF
+	}
+	n, err := l.r.Read(p)
+	if err != nil && err != io.EOF {
+		l.err = err
+		err = io.EOF
+	}
+	return n, err
+}
