@@ -34,14 +34,23 @@ type Config struct {
 	Backend    Backend    `toml:"backend"`
 	DNS        DNS        `toml:"dns"`
 	HELO       HELO       `toml:"helo"`
+	DNSBL      DNSBL      `toml:"dnsbl"`
+	SPF        SPF        `toml:"spf"`
+	DKIM       DKIM       `toml:"dkim"`
+	DMARC      DMARC      `toml:"dmarc"`
+	Headers    Headers    `toml:"headers"`
+	Message    Message    `toml:"message"`
 	Reputation Reputation `toml:"reputation"`
-	Decision   Decision   `toml:"decision"`
 	Log        Log        `toml:"log"`
+
+	// Rules are rule files or globs ("/etc/mxguard/rules.d/*.toml"), read in
+	// name order after the built-in rules, which they override.
+	Rules []string `toml:"rules"`
 
 	// Path is the file this configuration was read from ("" for built-in).
 	Path string `toml:"-"`
 
-	src *source // where keys are in the file, for errors
+	src *Source // where keys are in the file, for errors
 }
 
 // Listen is where and how clients are greeted.
@@ -112,6 +121,65 @@ type HELO struct {
 	ForwardDNS bool `toml:"forward_dns"`
 }
 
+// DNSBL configures DNS block and allow lists, in postscreen's syntax:
+// "zen.spamhaus.org=127.0.0.[2..11]*3", "list.dnswl.org=127.0.[0..255].[1..3]*-5".
+type DNSBL struct {
+	// Sites are lists for the client's address (DNSBL; DNSWL with a
+	// negative weight). Lookups start when the client connects.
+	Sites []string `toml:"sites"`
+	// DomainSites are lists for the sender's and the HELO domain (RHSBL).
+	DomainSites []string `toml:"domain_sites"`
+	// Threshold: a score at or above it refuses the client (outcome dnsbl).
+	Threshold float64 `toml:"threshold"`
+	// AllowlistThreshold: a score at or below it (negative) skips the
+	// greeting delay and the connection tests (outcome dnswl); 0 = off.
+	AllowlistThreshold float64  `toml:"allowlist_threshold"`
+	Timeout            Duration `toml:"timeout"`
+	SelfTestInterval   Duration `toml:"self_test_interval"`
+	IPv6               bool     `toml:"ipv6"`
+	// ReplyMap shows a list under another name (hides a key in the zone).
+	ReplyMap map[string]string `toml:"reply_map"`
+}
+
+// SPF checks the envelope sender (or the HELO name for <>) at MAIL FROM.
+type SPF struct {
+	Enabled bool     `toml:"enabled"`
+	Timeout Duration `toml:"timeout"`
+}
+
+// DKIM verifies signatures after DATA, before the backend sees the message.
+type DKIM struct {
+	Enabled       bool     `toml:"enabled"`
+	MaxSignatures int      `toml:"max_signatures"`
+	Timeout       Duration `toml:"timeout"`
+}
+
+// DMARC applies the From domain's policy (needs SPF and DKIM).
+type DMARC struct {
+	Enabled bool     `toml:"enabled"`
+	Timeout Duration `toml:"timeout"`
+}
+
+// Headers are what mxguard adds to the messages it relays.
+type Headers struct {
+	// AuthenticationResults prepends an Authentication-Results header
+	// (authserv-id = hostname) and removes forged ones claiming our id.
+	AuthenticationResults bool `toml:"authentication_results"`
+	ReceivedSPF           bool `toml:"received_spf"`
+	// Tag are the header lines added to tagged mail; ScoreHeader, if set,
+	// names a header holding the session score.
+	Tag         []string `toml:"tag"`
+	ScoreHeader string   `toml:"score_header"`
+}
+
+// Message is how a message is held between the client and the backend.
+type Message struct {
+	// MemoryLimit is held in memory; the rest spills to a file in SpoolDir,
+	// removed whatever happens.
+	MemoryLimit int64  `toml:"memory_limit"`
+	SpoolDir    string `toml:"spool_dir"`
+}
+
 // Reputation is the memory of client addresses.
 type Reputation struct {
 	// Size is how many addresses (IPv6: /64s) are remembered.
@@ -121,28 +189,6 @@ type Reputation struct {
 	GreetPassTTL Duration `toml:"greet_pass_ttl"`
 	// HalfLife is how fast an address's history fades.
 	HalfLife Duration `toml:"half_life"`
-}
-
-// Decision turns check outcomes into an action.
-type Decision struct {
-	// RejectAt is "rcpt" (refuse at RCPT TO, so the log holds the envelope,
-	// like Postfix's smtpd_delay_reject) or "immediate".
-	RejectAt Stage `toml:"reject_at"`
-	// TagScore and RejectScore are session-score thresholds (0 = off).
-	TagScore    float64 `toml:"tag_score"`
-	RejectScore float64 `toml:"reject_score"`
-	// Outcomes override the built-in action, weight or reply of an outcome.
-	Outcomes map[string]OutcomeRule `toml:"outcomes"`
-}
-
-// OutcomeRule says what an outcome does.
-type OutcomeRule struct {
-	// Action is one of score, tag, tempfail, reject, drop, ignore.
-	Action Action `toml:"action"`
-	// Weight is added to the session score (nil: keep the default).
-	Weight *float64 `toml:"weight"`
-	// Reply replaces the refusal text: "550 5.7.1 Go away".
-	Reply string `toml:"reply"`
 }
 
 // Log is where the decision log goes.
@@ -158,6 +204,7 @@ func Default() *Config {
 	return &Config{
 		Hostname:     host,
 		LocalDomains: []string{},
+		Rules:        []string{},
 		OwnIPs:       []netip.Addr{},
 		TrustedNetworks: []Prefix{
 			{netip.MustParsePrefix("127.0.0.0/8")},
@@ -196,15 +243,27 @@ func Default() *Config {
 			MaxTTL:    Duration(time.Hour),
 		},
 		HELO: HELO{ForwardDNS: true},
+		DNSBL: DNSBL{
+			Sites:            []string{},
+			DomainSites:      []string{},
+			Threshold:        1,
+			Timeout:          Duration(2 * time.Second),
+			SelfTestInterval: Duration(30 * time.Minute),
+			IPv6:             true,
+		},
+		SPF:   SPF{Enabled: true, Timeout: Duration(10 * time.Second)},
+		DKIM:  DKIM{Enabled: true, MaxSignatures: 5, Timeout: Duration(10 * time.Second)},
+		DMARC: DMARC{Enabled: true, Timeout: Duration(5 * time.Second)},
+		Headers: Headers{
+			AuthenticationResults: true,
+			Tag:                   []string{"X-Spam-Flag: YES"},
+			ScoreHeader:           "X-Spam-Score",
+		},
+		Message: Message{MemoryLimit: 1 << 20},
 		Reputation: Reputation{
 			Size:         100000,
 			GreetPassTTL: Duration(24 * time.Hour),
 			HalfLife:     Duration(7 * 24 * time.Hour),
-		},
-		Decision: Decision{
-			RejectAt:    StageRcpt,
-			TagScore:    5,
-			RejectScore: 10,
 		},
 		Log: Log{Path: "-", Level: LevelInfo},
 	}

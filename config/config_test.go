@@ -24,8 +24,8 @@ func TestGoodConfig(t *testing.T) {
 	if c.Listen.GreetDelay.D() != 6*time.Second || c.Limits.WriteTimeout.D() != time.Minute {
 		t.Errorf("durations: %v %v", c.Listen.GreetDelay.D(), c.Limits.WriteTimeout.D())
 	}
-	if w := c.Decision.Outcomes["helo.forward_mismatch"].Weight; w == nil || *w != 3 {
-		t.Errorf("outcome weight %v", w)
+	if len(c.Rules) != 1 || c.Rules[0] != "rules.d/*.toml" {
+		t.Errorf("rules %v", c.Rules)
 	}
 	// The effective config prints back as a config that loads to the same.
 	b, err := c.Encode()
@@ -48,8 +48,8 @@ func TestConfigErrors(t *testing.T) {
 		name, toml, want string
 	}{
 		{"unknown key", "hostname = \"mx.example.com\"\n\n[listen]\ngreet_dalay = \"6s\"\n", "f.toml:4: unknown key \"listen.greet_dalay\""},
+		{"unknown key in inline table", "hostname = \"mx.example.com\"\n[backend]\nx = { a = 1, b = 2 }\n", "f.toml:3: unknown key"},
 		{"unknown table", "hostname = \"mx.example.com\"\n[lisen]\naddresses = [\":25\"]\n", "f.toml:2: unknown key \"lisen\""},
-		{"unknown key in inline table", "hostname = \"mx.example.com\"\n[decision.outcomes]\n\"helo.bare_ip\" = { action = \"reject\", wieght = 3 }\n", "f.toml:3: unknown key"},
 		{"bad duration", "hostname = \"mx.example.com\"\n[listen]\ngreet_delay = \"6x\"\n", "f.toml:3: listen.greet_delay: bad duration \"6x\""},
 		{"negative duration", "hostname = \"mx.example.com\"\n[listen]\ngreet_delay = \"-1s\"\n", "f.toml:3:"},
 		{"bad CIDR", "hostname = \"mx.example.com\"\ntrusted_networks = [\"10.0.0.0/33\"]\n", "f.toml:2: trusted_networks: bad network \"10.0.0.0/33\""},
@@ -68,8 +68,6 @@ func TestConfigErrors(t *testing.T) {
 		{"ttl order", "hostname = \"mx.example.com\"\n[dns]\nmin_ttl = \"2h\"\n", "f.toml:3: dns.min_ttl (2h0m0s) is above dns.max_ttl (1h0m0s)"},
 		{"tls half", "hostname = \"mx.example.com\"\n[tls]\ncert_file = \"/x.pem\"\n", "f.toml:2: tls: cert_file and key_file go together"},
 		{"tls missing", "hostname = \"mx.example.com\"\n[tls]\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent.key\"\n", "f.toml:3: tls: open /nonexistent.pem"},
-		{"scores", "hostname = \"mx.example.com\"\n[decision]\ntag_score = 9\nreject_score = 5\n", "f.toml:3: decision.tag_score (9) is above decision.reject_score (5)"},
-		{"bad action", "hostname = \"mx.example.com\"\n[decision.outcomes]\n\"helo.no_dot\" = { action = \"nuke\" }\n", "f.toml:3: decision.outcomes.\"helo.no_dot\".action: bad action \"nuke\""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -135,6 +133,13 @@ j = 1
 		if kl[k] != line {
 			t.Errorf("%q at line %d, want %d", k, kl[k], line)
 		}
+	}
+	if kl["arr\x1f[0]"] != 12 || kl["arr\x1f[0]\x1fj"] != 13 {
+		t.Errorf("indexed array table keys: %v", kl)
+	}
+	kl2 := scanKeys("[[list]]\nname = \"a\"\n\n[[list]]\nname = \"b\"\nentries = [\n \"x\",\n]\n")
+	if kl2.line([]string{"list", "[1]", "entries"}) != 6 || kl2.line([]string{"list", "[1]"}) != 4 || kl2.line([]string{"list", "[0]", "name"}) != 2 {
+		t.Errorf("second [[list]]: %v", kl2)
 	}
 	if _, ok := kl["t\x1fe"]; ok {
 		t.Error("a line inside a multi-line string was taken for a key")

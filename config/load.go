@@ -33,21 +33,47 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s: %s", file, e.Msg)
 }
 
-// source remembers where keys are, so errors found after decoding (by this
-// package or by the packages built from the config) can name their line.
-type source struct {
-	path  string
+// Source remembers where keys are in one file, so errors found after
+// decoding (by this package or by the packages built from it) can name
+// their line.
+type Source struct {
+	Path  string
 	lines keyLines
 }
 
 // Errorf returns an *Error placed at the line of key (a dotted path given as
 // parts: "decision", "outcomes", "helo.bare_ip", "reply").
-func (c *Config) Errorf(key []string, format string, args ...any) error {
-	e := &Error{File: c.Path, Msg: fmt.Sprintf(format, args...)}
-	if c.src != nil {
-		e.Line = c.src.lines.line(key)
+func (s *Source) Errorf(key []string, format string, args ...any) error {
+	e := &Error{File: s.Path, Msg: fmt.Sprintf(format, args...)}
+	if s.lines != nil {
+		e.Line = s.lines.line(key)
 	}
 	return e
+}
+
+// Line returns the line key is set on, or 0.
+func (s *Source) Line(key ...string) int { return s.lines.line(key) }
+
+// DecodeFile decodes TOML data into v (which holds the defaults). A syntax
+// or type error is fatal; unknown keys are listed, one error each.
+func DecodeFile(path string, data []byte, v any) (src *Source, fatal error, unknown []error) {
+	src = &Source{Path: path, lines: scanKeys(string(data))}
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(v)
+	if err != nil {
+		return src, decodeError(path, err), nil
+	}
+	for _, k := range md.Undecoded() {
+		unknown = append(unknown, src.Errorf(k, "unknown key %q", k.String()))
+	}
+	return src, nil, unknown
+}
+
+// Errorf returns an *Error placed at the line of key in the config file.
+func (c *Config) Errorf(key []string, format string, args ...any) error {
+	if c.src == nil {
+		return (&Source{Path: c.Path}).Errorf(key, format, args...)
+	}
+	return c.src.Errorf(key, format, args...)
 }
 
 // Load reads and validates the configuration file at path.
@@ -63,14 +89,10 @@ func Load(path string) (*Config, error) {
 func Parse(path string, data []byte) (*Config, error) {
 	c := Default()
 	c.Path = path
-	c.src = &source{path: path, lines: scanKeys(string(data))}
-	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(c)
-	if err != nil {
-		return nil, decodeError(path, err)
-	}
-	var errs []error
-	for _, k := range md.Undecoded() {
-		errs = append(errs, c.Errorf(k, "unknown key %q", k.String()))
+	src, fatal, errs := DecodeFile(path, data, c)
+	c.src = src
+	if fatal != nil {
+		return nil, fatal
 	}
 	errs = append(errs, c.validate()...)
 	if len(errs) > 0 {
@@ -190,12 +212,28 @@ func (c *Config) validate() []error {
 		bad("dns.min_ttl", "dns.min_ttl (%s) is above dns.max_ttl (%s)", c.DNS.MinTTL.D(), c.DNS.MaxTTL.D())
 	}
 
-	d := &c.Decision
-	if d.TagScore < 0 || d.RejectScore < 0 {
-		bad("decision", "decision scores must not be negative (0 turns a threshold off)")
+	if c.DNSBL.AllowlistThreshold > 0 {
+		bad("dnsbl.allowlist_threshold", "dnsbl.allowlist_threshold must be negative (0 turns it off)")
 	}
-	if d.TagScore > 0 && d.RejectScore > 0 && d.TagScore > d.RejectScore {
-		bad("decision.tag_score", "decision.tag_score (%g) is above decision.reject_score (%g)", d.TagScore, d.RejectScore)
+	if c.DNSBL.Threshold <= 0 {
+		bad("dnsbl.threshold", "dnsbl.threshold must be greater than zero")
+	}
+	if c.DMARC.Enabled && (!c.SPF.Enabled || !c.DKIM.Enabled) {
+		bad("dmarc.enabled", "dmarc needs spf and dkim enabled")
+	}
+	for i, h := range c.Headers.Tag {
+		name, value, ok := strings.Cut(h, ":")
+		if !ok || !headerName(name) || strings.ContainsAny(value, "\r\n\x00") {
+			bad("headers.tag", "headers.tag[%d] %q is not a header line (Name: value)", i, h)
+		}
+	}
+	if h := c.Headers.ScoreHeader; h != "" && !headerName(h) {
+		bad("headers.score_header", "headers.score_header %q is not a header name", h)
+	}
+	if c.Message.SpoolDir != "" {
+		if fi, err := os.Stat(c.Message.SpoolDir); err != nil || !fi.IsDir() {
+			bad("message.spool_dir", "message.spool_dir %q is not a directory", c.Message.SpoolDir)
+		}
 	}
 	if c.Log.Path == "" {
 		bad("log.path", "log.path is empty (use \"-\" for standard output)")
@@ -219,6 +257,19 @@ func validDomain(s string) bool {
 			if !(c == '-' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
 				return false
 			}
+		}
+	}
+	return true
+}
+
+// headerName reports an RFC 5322 field name: printable ASCII but ':'.
+func headerName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f || s[i] == ':' {
+			return false
 		}
 	}
 	return true

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 )
 
@@ -17,6 +18,7 @@ func pathKey(key []string) string { return strings.Join(key, keySep) }
 
 func scanKeys(src string) keyLines {
 	kl := keyLines{}
+	counts := map[string]int{} // [[array]] tables seen so far
 	var table []string
 	depth := 0  // open [ or { of a multi-line value
 	multi := "" // the closing quote of a multi-line string we are in
@@ -37,6 +39,7 @@ func scanKeys(src string) keyLines {
 			continue
 		}
 		if s[0] == '[' {
+			array := strings.HasPrefix(s, "[[")
 			inner := strings.TrimPrefix(s, "[")
 			inner = strings.TrimPrefix(inner, "[")
 			if end := strings.IndexByte(inner, ']'); end >= 0 {
@@ -44,6 +47,14 @@ func scanKeys(src string) keyLines {
 			}
 			table, _ = parseKey(inner)
 			kl.set(table, n)
+			if array {
+				// The i-th [[x]] is also "x", "[i]" so errors about one
+				// element of the array find its own lines.
+				k := pathKey(table)
+				table = append(table, fmt.Sprintf("[%d]", counts[k]))
+				counts[k]++
+				kl.set(table, n)
+			}
 			continue
 		}
 		key, rest := parseKey(s)
@@ -52,6 +63,9 @@ func scanKeys(src string) keyLines {
 		}
 		full := append(append([]string{}, table...), key...)
 		kl.set(full, n)
+		if plain := withoutIndex(full); len(plain) != len(full) {
+			kl.set(plain, n) // undecoded keys come without the index
+		}
 		rest = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(rest), "="))
 		switch {
 		case strings.HasPrefix(rest, `"""`) || strings.HasPrefix(rest, `'''`):
@@ -67,6 +81,16 @@ func scanKeys(src string) keyLines {
 		}
 	}
 	return kl
+}
+
+func withoutIndex(key []string) []string {
+	out := make([]string, 0, len(key))
+	for _, k := range key {
+		if !strings.HasPrefix(k, "[") {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 func (kl keyLines) set(key []string, line int) {

@@ -80,32 +80,6 @@ func (v *Identity) UnmarshalText(b []byte) error {
 	return err
 }
 
-// Stage is when a refusal decided early is given.
-type Stage string
-
-const (
-	StageRcpt      Stage = "rcpt"
-	StageImmediate Stage = "immediate"
-)
-
-func (v *Stage) UnmarshalText(b []byte) error {
-	s, err := enum("reject_at", b, "rcpt", "immediate")
-	*v = Stage(s)
-	return err
-}
-
-// Action is what an outcome does; see the rules package for the meaning.
-type Action string
-
-// Actions lists the words an outcome's action may be.
-var Actions = []string{"score", "tag", "tempfail", "reject", "drop", "ignore"}
-
-func (v *Action) UnmarshalText(b []byte) error {
-	s, err := enum("action", b, Actions...)
-	*v = Action(s)
-	return err
-}
-
 // Level is the log level.
 type Level string
 

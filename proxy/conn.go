@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"github.com/mxguard/mxguard/checks"
+	"github.com/mxguard/mxguard/pipeline"
 	"github.com/mxguard/mxguard/rules"
 )
 
@@ -67,64 +67,24 @@ func clientOf(c net.Conn) *clientConn {
 // connState is what we know about one client connection, whatever go-smtp
 // does with its sessions.
 type connState struct {
-	id      string
-	rt      *Runtime // the configuration this connection started under
-	client  netip.AddrPort
-	local   netip.AddrPort
-	start   time.Time
-	trusted bool
+	id     string
+	rt     *Runtime          // the configuration this connection started under
+	pipe   *pipeline.Session // the checks' view of it
+	client netip.AddrPort
+	local  netip.AddrPort
+	start  time.Time
 
 	timer    *time.Timer // session_timeout
 	timedOut atomic.Bool
 	hangup   string // the stage in which the client hung up, if it did
 
-	mu       sync.Mutex
-	results  []checks.Result // connection-level: pregreet, HELO, lists
-	helos    []string        // every HELO/EHLO name the client used
-	rdns     string          // verified reverse DNS name, "" if none, or [TEMPUNAVAIL]
-	rdnsDone chan struct{}   // closed when rdns is known
-	tls      bool
-
+	mu  sync.Mutex
+	tls bool
 	// for the summary line
 	accepted, refused int
 	rcpts             int
 	lastReply         string
-	lastVerdict       rules.Verdict
-}
-
-func (st *connState) addResult(r checks.Result) {
-	st.mu.Lock()
-	st.results = append(st.results, r)
-	st.mu.Unlock()
-}
-
-// connResults returns a copy of the connection-level results.
-func (st *connState) connResults() []checks.Result {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return append([]checks.Result(nil), st.results...)
-}
-
-// sawHELO records a HELO name; it reports false if it was seen before.
-func (st *connState) sawHELO(name string) bool {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	for _, h := range st.helos {
-		if h == name {
-			return false
-		}
-	}
-	st.helos = append(st.helos, name)
-	return true
-}
-
-func (st *connState) lastHELO() string {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if len(st.helos) == 0 {
-		return ""
-	}
-	return st.helos[len(st.helos)-1]
+	would             map[string]bool // "would refuse" lines already logged
 }
 
 // smtpError converts a decision's reply into what go-smtp writes back. It

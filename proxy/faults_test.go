@@ -48,11 +48,11 @@ func TestBackendCutMidData(t *testing.T) {
 			c.cmd("EHLO mail.good.test", 250)
 			c.cmd("MAIL FROM:<alice@good.test>", 250)
 			c.cmd("RCPT TO:<bob@mxguard.test>", 250)
-			c.data([]byte("Subject: x\r\n\r\n"+strings.Repeat(strings.Repeat("b", 998)+"\r\n", 100)), 451)
+			c.data([]byte("From: alice@good.test\r\nSubject: x\r\n\r\n"+strings.Repeat(strings.Repeat("b", 998)+"\r\n", 100)), 451)
 			if n := len(h.sink.Messages()); n != 0 {
 				t.Fatalf("backend stored %d messages after failing", n)
 			}
-			c.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("Subject: again\r\n\r\nx\r\n"))
+			c.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: again\r\n\r\nx\r\n"))
 			if _, err := h.sink.WaitMessages(1, 5*time.Second); err != nil {
 				t.Fatal(err)
 			}
@@ -89,7 +89,7 @@ func TestClientGoneMidData(t *testing.T) {
 	c.cmd("MAIL FROM:<alice@good.test>", 250)
 	c.cmd("RCPT TO:<bob@mxguard.test>", 250)
 	c.cmd("DATA", 354)
-	c.conn.Write([]byte("Subject: half\r\n\r\nhalf a message"))
+	c.conn.Write([]byte("From: alice@good.test\r\nSubject: half\r\n\r\nhalf a message"))
 	c.conn.Close()
 	h.logs.wait(t, "session", 1)
 	time.Sleep(100 * time.Millisecond)

@@ -3,14 +3,12 @@ package proxy
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/mxguard/mxguard/checks"
-	"github.com/mxguard/mxguard/rules"
 )
 
 // greet runs the connection stage: the bait banner line, the greeting delay
@@ -24,23 +22,22 @@ func (s *Server) greet(cc *clientConn) bool {
 	st := cc.state
 	cfg := st.rt.Cfg
 	delay := cfg.Listen.GreetDelay.D()
-	if st.trusted || delay <= 0 {
-		return true
-	}
-	rep := st.rt.Reputation
-	if rep != nil && rep.GreetingPassed(st.client.Addr()) {
-		s.log.Debug("pass old", "session", st.id, "client", st.client.String())
-		return true // postscreen's PASS OLD: it waited politely before
+	skip, why := st.pipe.SkipGreeting()
+	if skip || delay <= 0 {
+		if skip {
+			s.log.Debug("greeting skipped", "session", st.id, "client", st.client.String(), "why", why)
+		}
+		return s.connected(cc, false)
 	}
 	if !s.trackGreeting(cc, true) {
 		cc.writeAndClose("421 4.3.2 Service shutting down, try again later", time.Second)
 		return false
 	}
-	defer s.trackGreeting(cc, false)
 
 	if cfg.Listen.BaitBanner {
 		cc.Conn.SetWriteDeadline(time.Now().Add(cfg.Limits.WriteTimeout.D()))
 		if _, err := cc.Conn.Write([]byte("220-" + cfg.Hostname + " ESMTP\r\n")); err != nil {
+			s.trackGreeting(cc, false)
 			st.hangup = "greeting"
 			cc.Close()
 			return false
@@ -49,16 +46,16 @@ func (s *Server) greet(cc *clientConn) bool {
 	var buf [128]byte
 	cc.Conn.SetReadDeadline(st.start.Add(delay))
 	n, err := cc.Conn.Read(buf[:])
+	s.trackGreeting(cc, false)
 	cc.Conn.SetReadDeadline(time.Time{})
 	switch {
 	case n > 0:
 		cc.early = append([]byte(nil), buf[:n]...)
-		return s.pregreet(cc, time.Since(st.start))
+		s.pregreet(cc, time.Since(st.start))
+		return s.connected(cc, false)
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		if rep != nil {
-			rep.PassGreeting(st.client.Addr()) // PASS NEW
-		}
-		return true
+		// A patient client, or one a DNS allowlist let go early.
+		return s.connected(cc, true)
 	default:
 		st.hangup = "greeting"
 		cc.Close()
@@ -66,14 +63,25 @@ func (s *Server) greet(cc *clientConn) bool {
 	}
 }
 
-// pregreet records an early talker and applies the decision on it.
-func (s *Server) pregreet(cc *clientConn, after time.Duration) bool {
+// connected applies the decision at the end of the connection stage: only a
+// drop acts before the banner.
+func (s *Server) connected(cc *clientConn, waited bool) bool {
 	st := cc.state
-	if rep := st.rt.Reputation; rep != nil {
-		rep.FailGreeting(st.client.Addr())
+	d := st.pipe.Connect(waited)
+	s.logWould(st, d.Verdict, "connect")
+	if !d.Refuse {
+		return true
 	}
+	s.refuse(st, d, "", "")
+	cc.writeAndClose(d.Reply.String(), st.rt.Cfg.Limits.WriteTimeout.D())
+	return false
+}
+
+// pregreet records an early talker.
+func (s *Server) pregreet(cc *clientConn, after time.Duration) {
+	st := cc.state
 	text := escape(cc.early, 100)
-	st.addResult(checks.Result{
+	st.pipe.Pregreet(checks.Result{
 		Check:    "pregreet",
 		Outcome:  "pregreet",
 		Reason:   fmt.Sprintf("client sent %d bytes %.2fs after connecting, before the greeting", len(cc.early), after.Seconds()),
@@ -82,13 +90,6 @@ func (s *Server) pregreet(cc *clientConn, after time.Duration) bool {
 	// The postscreen line: PREGREET 11 after 0.21 from [192.0.2.1]:4711: EHLO x
 	s.log.Info("pregreet", "session", st.id, "client", st.client.String(),
 		"bytes", len(cc.early), "after", round(after), "text", text)
-	v := st.rt.Policy.Decide(st.connResults())
-	if v.Action != rules.Drop {
-		return true // refused later, at the stage the rules say
-	}
-	s.refuse(st, "connect", v, "", "")
-	cc.writeAndClose(v.Reply.String(), st.rt.Cfg.Limits.WriteTimeout.D())
-	return false
 }
 
 func (s *Server) trackGreeting(cc *clientConn, in bool) bool {
@@ -138,5 +139,3 @@ func escape(b []byte, max int) string {
 func round(d time.Duration) float64 {
 	return float64(d.Round(10*time.Millisecond)) / float64(time.Second)
 }
-
-var _ net.Conn = (*clientConn)(nil)

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/textproto"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -109,11 +111,23 @@ func (h *harness) runtime(cfg *config.Config) *Runtime {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	rt, err := NewRuntime(cfg, Shared{Resolver: res, Reputation: h.rep})
+	rt, err := NewRuntime(cfg, Shared{Resolver: res, Reputation: h.rep}, nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	rt.Start()
+	h.t.Cleanup(rt.Close)
 	return rt
+}
+
+// withRules adds a rule file with the given TOML to cfg.
+func withRules(t *testing.T, cfg *config.Config, toml string) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "rules.toml")
+	if err := os.WriteFile(p, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Rules = append(cfg.Rules, p)
 }
 
 // client is a raw SMTP client: it says exactly what a test wants it to.
@@ -239,25 +253,45 @@ func (c *client) sendMail(helo, from string, to []string, msg []byte) string {
 	return c.data(msg, 250)
 }
 
-// stripReceived removes our Received header (the first header, with its
-// continuation lines) from a message the backend got, and returns it.
+// stripReceived removes the header fields we add on top of a message the
+// backend got — our Received, then Authentication-Results, Received-SPF
+// and the spam headers — and returns the Received field and the rest.
 func stripReceived(t *testing.T, data []byte) (received string, rest []byte) {
 	t.Helper()
 	if !bytes.HasPrefix(data, []byte("Received: from ")) {
 		t.Fatalf("message does not start with our Received header: %.200q", data)
 	}
-	i := 0
-	for {
-		j := bytes.Index(data[i:], []byte("\r\n"))
-		if j < 0 {
-			t.Fatal("unterminated Received header")
+	fields, rest := ourFields(data)
+	return fields[0], rest
+}
+
+// ourFields splits the leading fields we add from the message.
+func ourFields(data []byte) (fields []string, rest []byte) {
+	ours := []string{"Received:", "Authentication-Results:", "Received-SPF:", "X-Spam-Score:", "X-Spam-Flag:"}
+	for i := 0; ; i++ {
+		name := ""
+		for _, o := range ours {
+			if bytes.HasPrefix(data, []byte(o)) && (o != "Received:" || i == 0) {
+				name = o
+			}
 		}
-		i += j + 2
-		if i >= len(data) || (data[i] != '\t' && data[i] != ' ') {
-			break
+		if name == "" {
+			return fields, data
 		}
+		end := 0
+		for {
+			j := bytes.Index(data[end:], []byte("\r\n"))
+			if j < 0 {
+				return fields, data
+			}
+			end += j + 2
+			if end >= len(data) || (data[end] != '\t' && data[end] != ' ') {
+				break
+			}
+		}
+		fields = append(fields, string(data[:end]))
+		data = data[end:]
 	}
-	return string(data[:i]), data[i:]
 }
 
 // logBuffer collects the JSON log lines.

@@ -60,7 +60,7 @@ func TestHELORefusals(t *testing.T) {
 
 // reject_at = "immediate" refuses the HELO itself.
 func TestHELORefusedImmediately(t *testing.T) {
-	h := newHarness(t, harnessOpt{cfg: func(c *config.Config) { c.Decision.RejectAt = config.StageImmediate }})
+	h := newHarness(t, harnessOpt{cfg: func(c *config.Config) { withRules(t, c, "[defaults]\nstage = \"now\"\n") }})
 	c := h.greeted("127.0.0.2")
 	c.send("EHLO localhost")
 	if code, text := c.reply(); code != 550 || !contains(text, "localhost") {
@@ -137,11 +137,11 @@ func TestSpoofing(t *testing.T) {
 		t.Errorf("refused line %v", l)
 	}
 	c.cmd("RSET", 250)
-	c.sendMail("", "", []string{"bob@mxguard.test"}, []byte("Subject: bounce\r\n\r\nx\r\n"))
-	c.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("Subject: other\r\n\r\nx\r\n"))
+	c.sendMail("", "", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: bounce\r\n\r\nx\r\n"))
+	c.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: other\r\n\r\nx\r\n"))
 
 	tc := h.greeted("127.0.0.5")
-	tc.sendMail("anything", "ceo@mxguard.test", []string{"bob@mxguard.test"}, []byte("Subject: ours\r\n\r\nx\r\n"))
+	tc.sendMail("anything", "ceo@mxguard.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: ours\r\n\r\nx\r\n"))
 	if _, err := h.sink.WaitMessages(3, 5e9); err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ func TestClientIdentity(t *testing.T) {
 				},
 			})
 			c := h.greeted("127.0.0.2")
-			c.sendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, []byte("Subject: x\r\n\r\nx\r\n"))
+			c.sendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
 			c.cmd("QUIT", 221)
 			got, err := h.sink.WaitMessages(1, 5e9)
 			if err != nil {
@@ -83,7 +83,7 @@ func TestXCLIENTUnknownName(t *testing.T) {
 	h := newHarness(t, harnessOpt{})
 	c := h.greeted("127.0.0.4") // no PTR in the fixture
 	c.cmd("EHLO [127.0.0.4]", 250)
-	c.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("Subject: x\r\n\r\nx\r\n"))
+	c.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
 	got, err := h.sink.WaitMessages(1, 5e9)
 	if err != nil {
 		t.Fatal(err)

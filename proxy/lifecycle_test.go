@@ -19,7 +19,7 @@ func TestHeaderInjection(t *testing.T) {
 	c := h.greeted("127.0.0.5")
 	helo := "evil.example\x7f(comment);X-Injected:\tyes\x1b[0m\xc3\xa9\x01"
 	c.cmd("EHLO "+helo, 250)
-	c.sendMail("", "alice@good.test", []string{"\"we(ird);\"@mxguard.test"}, []byte("Subject: x\r\n\r\nx\r\n"))
+	c.sendMail("", "alice@good.test", []string{"\"we(ird);\"@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
 	got, err := h.sink.WaitMessages(1, 5e9)
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +52,7 @@ func TestHeaderInjection(t *testing.T) {
 // it started with.
 func TestReloadKeepsSessionRules(t *testing.T) {
 	h := newHarness(t, harnessOpt{cfg: func(c *config.Config) {
-		c.Decision.Outcomes = map[string]config.OutcomeRule{"helo.localhost": {Action: "ignore"}}
+		withRules(t, c, "[outcome.\"helo.localhost\"]\naction = \"ignore\"\n")
 	}})
 	old := h.greeted("127.0.0.2")
 	old.cmd("EHLO localhost", 250)
@@ -62,7 +62,7 @@ func TestReloadKeepsSessionRules(t *testing.T) {
 	cfg.DNS.Resolvers = []string{h.dns.Addr()}
 	h.srv.Reload(h.runtime(cfg))
 
-	old.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("Subject: old rules\r\n\r\nx\r\n"))
+	old.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: old rules\r\n\r\nx\r\n"))
 	fresh := h.greeted("127.0.0.2")
 	fresh.cmd("EHLO localhost", 250)
 	fresh.cmd("MAIL FROM:<alice@good.test>", 250)
@@ -70,7 +70,7 @@ func TestReloadKeepsSessionRules(t *testing.T) {
 	if code, _ := fresh.reply(); code != 550 {
 		t.Errorf("new session after reload got %d, want the new rules' 550", code)
 	}
-	old.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("Subject: still old\r\n\r\nx\r\n"))
+	old.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: still old\r\n\r\nx\r\n"))
 }
 
 // Shutdown stops accepting, lets an open session finish, and returns.
@@ -99,7 +99,7 @@ func TestShutdownLetsSessionsFinish(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	c.cmd("RCPT TO:<bob@mxguard.test>", 250)
-	c.data([]byte("Subject: during shutdown\r\n\r\nx\r\n"), 250)
+	c.data([]byte("From: alice@good.test\r\nSubject: during shutdown\r\n\r\nx\r\n"), 250)
 	select {
 	case <-done:
 		t.Fatal("Shutdown returned while a session was open")

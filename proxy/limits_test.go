@@ -53,7 +53,7 @@ func TestProtocolLimits(t *testing.T) {
 	c.cmd("RCPT TO:<a@mxguard.test>", 250)
 	c.cmd("RCPT TO:<b@mxguard.test>", 250)
 	c.cmd("RCPT TO:<c@mxguard.test>", 452)
-	c.data([]byte("Subject: big\r\n\r\n"+strings.Repeat(strings.Repeat("z", 70)+"\r\n", 20)), 552)
+	c.data([]byte("From: alice@good.test\r\nSubject: big\r\n\r\n"+strings.Repeat(strings.Repeat("z", 70)+"\r\n", 20)), 552)
 	// Nothing reached the backend's mailbox.
 	if n := len(h.sink.Messages()); n != 0 {
 		t.Errorf("backend stored %d messages", n)

@@ -69,7 +69,7 @@ func TestPregreet(t *testing.T) {
 			if waited := time.Since(start); waited < 350*time.Millisecond {
 				t.Errorf("banner after %v, before the greeting delay", waited)
 			}
-			c.sendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, []byte("Subject: x\r\n\r\nx\r\n"))
+			c.sendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
 		})
 	}
 }
@@ -78,7 +78,7 @@ func TestPregreet(t *testing.T) {
 // keeps the early bytes: they are the client's first command.
 func TestPregreetEnforceAtRcpt(t *testing.T) {
 	h := newHarness(t, harnessOpt{cfg: func(c *config.Config) {
-		c.Decision.Outcomes = map[string]config.OutcomeRule{"pregreet": {Action: "reject"}}
+		withRules(t, c, "[outcome.pregreet]\naction = \"reject\"\n")
 	}})
 	c := h.dial("127.0.0.2")
 	c.conn.Write([]byte("EHLO mail.good.test\r\n"))
@@ -109,7 +109,7 @@ func TestTrustedSkipsGreeting(t *testing.T) {
 		t.Errorf("trusted client waited for the banner")
 	}
 	c.expect(250)
-	c.sendMail("", "ceo@mxguard.test", []string{"bob@mxguard.test"}, []byte("Subject: x\r\n\r\nx\r\n"))
+	c.sendMail("", "ceo@mxguard.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
 }
 
 // A client that waited politely skips the wait next time (postscreen's

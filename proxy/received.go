@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"strings"
+
+	"github.com/mxguard/mxguard/pipeline"
 	"time"
 )
 
@@ -18,7 +20,7 @@ func (se *session) received() []byte {
 	b.WriteString("Received: from ")
 	b.WriteString(clean(se.c.Hostname(), 255))
 	b.WriteString(" (")
-	if name := st.reverseName(); name != "" && name != tempUnavail {
+	if name := st.pipe.RDNS(); name != "" && name != pipeline.TempUnavail {
 		b.WriteString(clean(name, 255))
 		b.WriteByte(' ')
 	}
@@ -32,9 +34,9 @@ func (se *session) received() []byte {
 	}
 	b.WriteString(" id ")
 	b.WriteString(st.id)
-	if len(se.txn.rcpts) == 1 { // more would tell each recipient about the others
+	if rcpts := st.pipe.Rcpts(); len(rcpts) == 1 { // more would tell each recipient about the others
 		b.WriteString("\r\n\tfor <")
-		b.WriteString(clean(se.txn.rcpts[0], 255))
+		b.WriteString(clean(rcpts[0], 255))
 		b.WriteByte('>')
 	}
 	b.WriteString(";\r\n\t")

@@ -15,7 +15,7 @@ func TestRelayByteExact(t *testing.T) {
 	h := newHarness(t, harnessOpt{})
 	big := make([]byte, 0, 10<<20+4096)
 	rng := rand.New(rand.NewPCG(1, 2))
-	big = append(big, "Subject: ten megabytes\r\n\r\n"...)
+	big = append(big, "From: alice@good.test\r\nSubject: ten megabytes\r\n\r\n"...)
 	for len(big) < 10<<20 {
 		line := make([]byte, 76)
 		for i := range line {
@@ -27,12 +27,12 @@ func TestRelayByteExact(t *testing.T) {
 		big = append(append(big, line...), "\r\n"...)
 	}
 	messages := map[string][]byte{
-		"plain":       []byte("Subject: hi\r\n\r\nhello\r\n"),
-		"dots":        []byte("Subject: dots\r\n\r\n.\r\n..\r\n.leading dot\r\n...\r\nend\r\n"),
-		"8bit":        []byte("Subject: =?utf-8?q?caf=C3=A9?=\r\n\r\ncafé, naïve, 日本語, \x80\xff bytes\r\n"),
-		"long lines":  []byte("Subject: long\r\n\r\n" + strings.Repeat("x", 7000) + "\r\n" + strings.Repeat("y", 998) + "\r\n"),
-		"empty body":  []byte("Subject: empty\r\n\r\n"),
-		"no final LF": []byte("Subject: x\r\n\r\nno newline at end"),
+		"plain":       []byte("From: alice@good.test\r\nSubject: hi\r\n\r\nhello\r\n"),
+		"dots":        []byte("From: alice@good.test\r\nSubject: dots\r\n\r\n.\r\n..\r\n.leading dot\r\n...\r\nend\r\n"),
+		"8bit":        []byte("From: alice@good.test\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n\r\ncafé, naïve, 日本語, \x80\xff bytes\r\n"),
+		"long lines":  []byte("From: alice@good.test\r\nSubject: long\r\n\r\n" + strings.Repeat("x", 7000) + "\r\n" + strings.Repeat("y", 998) + "\r\n"),
+		"empty body":  []byte("From: alice@good.test\r\nSubject: empty\r\n\r\n"),
+		"no final LF": []byte("From: alice@good.test\r\nSubject: x\r\n\r\nno newline at end"),
 		"10 MB":       big,
 	}
 	for name, msg := range messages {
@@ -50,6 +50,16 @@ func TestRelayByteExact(t *testing.T) {
 				t.Errorf("client got %q, not the backend's own reply with queue id %s", reply, m.ID)
 			}
 			recv, body := stripReceived(t, m.Data)
+			fields, _ := ourFields(m.Data)
+			for i := range fields {
+				fields[i] = strings.ReplaceAll(fields[i], "\r\n\t", " ")
+			}
+			if len(fields) != 3 ||
+				!strings.HasPrefix(fields[1], "Authentication-Results: mx.mxguard.test; spf=none smtp.mailfrom=alice@good.test;") ||
+				!strings.Contains(fields[1], "dkim=none") || !strings.Contains(fields[1], "dmarc=none header.from=good.test") ||
+				fields[2] != "X-Spam-Score: 0\r\n" {
+				t.Errorf("our header fields: %q", fields)
+			}
 			want := msg
 			if !bytes.HasSuffix(msg, []byte("\r\n")) {
 				want = append(append([]byte(nil), msg...), "\r\n"...) // DATA ends lines
@@ -109,7 +119,7 @@ func TestBackendRepliesPassThrough(t *testing.T) {
 		t.Errorf("RCPT: got %d %q, want 550 %q", code, text, want)
 	}
 	c.cmd("RCPT TO:<bob@mxguard.test>", 250)
-	c.data([]byte("Subject: x\r\n\r\nx\r\n"), 250)
+	c.data([]byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"), 250)
 	got, err := h.sink.WaitMessages(1, 5e9)
 	if err != nil {
 		t.Fatal(err)
@@ -125,11 +135,11 @@ func TestSeveralTransactions(t *testing.T) {
 	h := newHarness(t, harnessOpt{})
 	c := h.greeted("127.0.0.2")
 	c.cmd("EHLO mail.good.test", 250)
-	c.sendMail("", "a@good.test", []string{"x@mxguard.test"}, []byte("Subject: 1\r\n\r\n1\r\n"))
+	c.sendMail("", "a@good.test", []string{"x@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: 1\r\n\r\n1\r\n"))
 	c.cmd("MAIL FROM:<b@good.test>", 250)
 	c.cmd("RCPT TO:<y@mxguard.test>", 250)
 	c.cmd("RSET", 250)
-	c.sendMail("", "c@good.test", []string{"z@mxguard.test", "w@mxguard.test"}, []byte("Subject: 3\r\n\r\n3\r\n"))
+	c.sendMail("", "c@good.test", []string{"z@mxguard.test", "w@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: 3\r\n\r\n3\r\n"))
 	c.cmd("QUIT", 221)
 	got, err := h.sink.WaitMessages(2, 5e9)
 	if err != nil {

@@ -201,20 +201,20 @@ func (s *Server) handle(nc net.Conn) {
 		return
 	}
 	st := &connState{
-		id:      newID(),
-		rt:      rt,
-		client:  client,
-		local:   local,
-		start:   time.Now(),
-		trusted: rt.Trusted(client.Addr()),
-	}
-	st.startRDNS(rt.Resolver, 2*rt.Cfg.DNS.Timeout.D())
-	if rt.Reputation != nil && !st.trusted {
-		if r, ok := rt.Reputation.Check(client.Addr()); ok {
-			st.addResult(r)
-		}
+		id:     newID(),
+		rt:     rt,
+		client: client,
+		local:  local,
+		start:  time.Now(),
 	}
 	cc := &clientConn{Conn: nc, state: st, onClose: s.closed}
+	// The DNS lists answer while the client waits; a DNS allowlisting ends
+	// the wait at once (the Read in greet returns on its deadline).
+	st.pipe = rt.Pipeline.NewSession(client, func(allowlisted bool) {
+		if allowlisted {
+			s.endGreetingEarly(cc)
+		}
+	})
 	s.mu.Lock()
 	s.conns[cc] = struct{}{}
 	s.mu.Unlock()
@@ -222,9 +222,19 @@ func (s *Server) handle(nc net.Conn) {
 		st.timedOut.Store(true)
 		cc.Close()
 	})
-	s.log.Debug("connect", "session", st.id, "client", client.String(), "to", local.String(), "trusted", st.trusted)
+	s.log.Debug("connect", "session", st.id, "client", client.String(), "to", local.String(), "trusted", st.pipe.Trusted())
 	if s.greet(cc) {
 		s.handoff(cc)
+	}
+}
+
+// endGreetingEarly wakes the greeting's Read of a connection still waiting
+// in it. Only there: a deadline in the past would cut a session later on.
+func (s *Server) endGreetingEarly(cc *clientConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, waiting := s.greeting[cc]; waiting {
+		cc.Conn.SetReadDeadline(time.Now())
 	}
 }
 
@@ -233,12 +243,10 @@ func (s *Server) closed(cc *clientConn) {
 	st := cc.state
 	st.timer.Stop()
 	s.lim.release(st.client.Addr())
-	if rep := st.rt.Reputation; rep != nil && !st.trusted {
-		st.mu.Lock()
-		accepted, refused := st.accepted, st.refused
-		st.mu.Unlock()
-		rep.Record(st.client.Addr(), accepted, refused)
-	}
+	st.mu.Lock()
+	accepted, refused := st.accepted, st.refused
+	st.mu.Unlock()
+	st.pipe.Finish(accepted, refused)
 	s.mu.Lock()
 	delete(s.conns, cc)
 	s.mu.Unlock()

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,13 +9,15 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"github.com/mxguard/mxguard/checks"
+	"github.com/mxguard/mxguard/message"
+	"github.com/mxguard/mxguard/pipeline"
 	"github.com/mxguard/mxguard/proxy/backend"
 	"github.com/mxguard/mxguard/rules"
 )
 
 // session is one go-smtp Session: from HELO to QUIT, or to the next
-// STARTTLS. What must outlive it lives in connState.
+// STARTTLS. What must outlive it lives in connState and the pipeline's
+// session. It does the SMTP; the pipeline decides.
 type session struct {
 	srv *Server
 	c   *smtp.Conn
@@ -24,20 +25,12 @@ type session struct {
 	st  *connState
 	rt  *Runtime
 
-	be  *backend.Conn // opened at the first MAIL, kept for the next ones
-	txn transaction
-}
-
-// transaction is what one MAIL FROM … DATA holds.
-type transaction struct {
-	from    string
-	rcpts   []string
-	results []checks.Result
-	// pending is a refusal decided before RCPT, given at RCPT TO so the log
-	// holds the envelope (reject_at = "rcpt").
-	pending *rules.Verdict
-	// open: the backend has a transaction open (MAIL accepted).
-	open bool
+	be   *backend.Conn // opened at the first relayed transaction, kept for the next
+	from string
+	mail *smtp.MailOptions
+	// held: MAIL was accepted without telling the backend (a refusal is
+	// pending); open: the backend has a transaction open.
+	held, open bool
 }
 
 // errLost answers a transaction whose backend connection broke earlier.
@@ -54,7 +47,9 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	}
 	se := &session{srv: s, c: c, cc: cc, st: cc.state, rt: cc.state.rt}
 	if _, ok := c.TLSConnectionState(); ok {
+		se.st.mu.Lock()
 		se.st.tls = true
+		se.st.mu.Unlock()
 	}
 	if err := se.hello(); err != nil {
 		return nil, err
@@ -62,88 +57,88 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	return se, nil
 }
 
-// hello checks a HELO name not seen before on this connection. The verdict
-// sticks to the connection: saying HELO again does not wash it, because
-// every name's result stays in the connection's results.
+func (se *session) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), time.Minute)
+}
+
+// hello checks the current HELO name. Every name's results stay with the
+// connection: saying HELO again does not wash a verdict.
 func (se *session) hello() error {
-	name := se.c.Hostname()
-	if se.st.sawHELO(name) && !se.st.trusted {
-		ctx, cancel := context.WithTimeout(context.Background(), se.rt.Cfg.DNS.Timeout.D()*3)
-		r := se.rt.HELO.Check(ctx, name, se.st.client.Addr())
-		cancel()
-		se.st.addResult(r)
-	}
-	v := se.decide()
-	if v.Action.Refuses() && (v.Action == rules.Drop || !se.rt.Policy.RejectAtRcpt) {
-		return se.refuse("helo", v, "")
-	}
-	return nil
+	ctx, cancel := se.ctx()
+	defer cancel()
+	return se.apply(se.st.pipe.Helo(ctx, se.c.Hostname()), "")
 }
 
-// decide weighs the connection's and the transaction's results.
-func (se *session) decide() rules.Verdict {
-	v := se.rt.Policy.Decide(se.st.connResults(), se.txn.results)
-	se.st.mu.Lock()
-	se.st.lastVerdict = v
-	se.st.mu.Unlock()
-	return v
-}
-
-// refuse logs a refusal and returns the reply for go-smtp to send. A drop
-// hangs up right after the reply.
-func (se *session) refuse(stage string, v rules.Verdict, rcpt string) error {
-	se.srv.refuse(se.st, stage, v, se.txn.from, rcpt)
-	if v.Action == rules.Drop {
-		se.cc.writeAndClose(v.Reply.String(), se.rt.Cfg.Limits.WriteTimeout.D())
+// apply turns a decision into the reply for go-smtp: nil goes on, a
+// refusal is logged and returned (a drop also hangs up after it).
+func (se *session) apply(d pipeline.Decision, rcpt string) error {
+	se.srv.logWould(se.st, d.Verdict, d.Stage)
+	if !d.Refuse {
+		return nil
 	}
-	return smtpError(v.Reply)
+	se.srv.refuse(se.st, d, se.from, rcpt)
+	if d.Action == rules.Drop {
+		se.cc.writeAndClose(d.Reply.String(), se.rt.Cfg.Limits.WriteTimeout.D())
+	}
+	return smtpError(d.Reply)
 }
 
 func (se *session) Mail(from string, opts *smtp.MailOptions) error {
-	se.txn = transaction{from: from}
+	se.from, se.mail, se.held, se.open = from, opts, false, false
 	// A client that changed its name with a second EHLO (go-smtp does not
 	// ask us again) has the new name checked too.
-	if h := se.c.Hostname(); h != se.st.lastHELO() {
-		if err := se.hello(); err != nil {
-			return err
-		}
+	if err := se.hello(); err != nil {
+		return err
 	}
-	if !se.st.trusted {
-		if r, spoof := se.rt.Spoof.Check(from); spoof {
-			se.txn.results = append(se.txn.results, r)
-		}
+	ctx, cancel := se.ctx()
+	defer cancel()
+	d := se.st.pipe.Mail(ctx, from)
+	if err := se.apply(d, ""); err != nil {
+		return err
 	}
-	v := se.decide()
-	if v.Action.Refuses() {
-		if v.Action == rules.Drop || !se.rt.Policy.RejectAtRcpt {
-			return se.refuse("mail", v, "")
-		}
-		se.txn.pending = &v
-		return nil // refused at RCPT TO, without troubling the backend
+	if d.Hold {
+		se.held = true // refused at RCPT, without troubling the backend
+		return nil
 	}
+	return se.relayMail()
+}
+
+// relayMail opens the backend transaction (and the backend connection,
+// for the first one).
+func (se *session) relayMail() error {
 	if err := se.dial(); err != nil {
 		return err
 	}
-	_, err := se.be.Mail(from, mailParams(opts))
-	if err != nil {
+	if _, err := se.be.Mail(se.from, mailParams(se.mail)); err != nil {
 		return se.backendError("mail", err)
 	}
-	se.txn.open = true
+	se.open, se.held = true, false
 	return nil
 }
 
 func (se *session) Rcpt(to string, opts *smtp.RcptOptions) error {
-	if v := se.txn.pending; v != nil {
-		return se.refuse("rcpt", *v, to)
+	ctx, cancel := se.ctx()
+	defer cancel()
+	d := se.st.pipe.Rcpt(ctx, to)
+	if err := se.apply(d, to); err != nil {
+		return err
+	}
+	if d.Hold {
+		return nil // accepted here; the refusal comes after DATA
+	}
+	if !se.open {
+		// MAIL was held for a refusal this recipient is exempt from
+		// (an allow list): tell the backend about the transaction now.
+		if err := se.relayMail(); err != nil {
+			return err
+		}
 	}
 	if se.be == nil {
 		return errLost
 	}
-	_, err := se.be.Rcpt(to, rcptParams(opts))
-	if err != nil {
+	if _, err := se.be.Rcpt(to, rcptParams(opts)); err != nil {
 		return se.backendError("rcpt", err)
 	}
-	se.txn.rcpts = append(se.txn.rcpts, to)
 	se.st.mu.Lock()
 	se.st.rcpts++
 	se.st.mu.Unlock()
@@ -156,35 +151,31 @@ func (se *session) Data(r io.Reader) error {
 	// checks that read the body decide before the backend could accept, and
 	// a client that vanishes mid-DATA leaves nothing half-sent behind.
 	se.c.Conn().SetReadDeadline(time.Now().Add(cfg.Limits.DataTimeout.D()))
-	msg, err := readMessage(r)
-	if err != nil {
-		if errors.Is(err, smtp.ErrDataTooLarge) {
+	spool := message.NewSpool(cfg.Message.MemoryLimit, cfg.Message.SpoolDir)
+	defer spool.Close() // removes a spilled file, whatever happens
+	if _, err := spool.ReadFrom(r); err != nil {
+		switch {
+		case errors.Is(err, smtp.ErrDataTooLarge):
 			return smtp.ErrDataTooLarge
-		}
-		if errors.Is(err, smtp.ErrTooLongLine) {
+		case errors.Is(err, smtp.ErrTooLongLine):
 			// Permanent: the same message would fail the same way again.
 			return &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2},
 				Message: fmt.Sprintf("Message line longer than %d bytes", cfg.Limits.MaxLineLength)}
 		}
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading message: " + err.Error()}
-	}
-	defer msg.release()
-
-	v := se.decide()
-	if v.Action.Refuses() {
-		return se.refuse("data", v, "")
-	}
-	if se.be == nil {
-		return errLost
-	}
-	head := se.received()
-	if v.Action == rules.Tag {
-		head = append(head, fmt.Sprintf("X-Spam-Flag: YES\r\nX-Spam-Score: %g\r\n", v.Score)...)
+		se.srv.log.Warn("message not read", "session", se.st.id, "client", se.st.client.String(), "err", err.Error())
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading message, try again later"}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), se.rt.Backend.DataTimeout+time.Minute)
 	defer cancel()
-	rep, err := se.be.Data(ctx, io.MultiReader(bytes.NewReader(head), msg.reader()))
-	se.txn.open = false
+	d, prep := se.st.pipe.Data(ctx, spool)
+	if err := se.apply(d, ""); err != nil {
+		return err
+	}
+	if se.be == nil || !se.open {
+		return errLost
+	}
+	rep, err := se.be.Data(ctx, prep.Reader(spool, se.received()))
+	se.open = false
 	if err != nil {
 		return se.backendError("data", err)
 	}
@@ -193,20 +184,21 @@ func (se *session) Data(r io.Reader) error {
 	se.st.lastReply = rep.String()
 	se.st.mu.Unlock()
 	se.srv.log.Info("relayed", "session", se.st.id, "client", se.st.client.String(), "helo", se.c.Hostname(),
-		"from", se.txn.from, "rcpt", se.txn.rcpts, "size", msg.size(), "action", v.Action.String(),
-		"score", v.Score, "reply", rep.String())
+		"from", se.from, "rcpt", se.st.pipe.Rcpts(), "size", spool.Size(), "action", d.Action.String(),
+		"score", d.Score, "reply", rep.String())
 	// go-smtp sends any *SMTPError as the final reply: this passes the
 	// backend's own 250 line (with its queue id) through.
 	return replyError(rep)
 }
 
 func (se *session) Reset() {
-	if se.txn.open && se.be != nil {
+	if se.open && se.be != nil {
 		if _, err := se.be.Reset(); err != nil {
 			se.closeBackend()
 		}
 	}
-	se.txn = transaction{}
+	se.open, se.held = false, false
+	se.st.pipe.Reset()
 }
 
 func (se *session) Logout() error {
@@ -229,7 +221,7 @@ func (se *session) dial() error {
 	id := backend.Identity{
 		Addr:     st.client.Addr().AsSlice(),
 		Port:     int(st.client.Port()),
-		Name:     st.reverseName(),
+		Name:     st.pipe.RDNS(), // "" becomes XCLIENT NAME=[UNAVAILABLE]
 		Helo:     se.c.Hostname(),
 		Proto:    "ESMTP",
 		DestAddr: st.local.Addr().AsSlice(),
@@ -248,7 +240,7 @@ func (se *session) closeBackend() {
 		se.be.Close()
 		se.be = nil
 	}
-	se.txn.open = false
+	se.open = false
 }
 
 // backendError turns what went wrong toward the backend into the client's

@@ -68,7 +68,7 @@ func TestSTARTTLS(t *testing.T) {
 		t.Fatalf("STARTTLS not offered: %q", ehlo)
 	}
 	starttls(c)
-	c.sendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, []byte("Subject: tls\r\n\r\nx\r\n"))
+	c.sendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: tls\r\n\r\nx\r\n"))
 	got, err := h.sink.WaitMessages(1, 5e9)
 	if err != nil {
 		t.Fatal(err)

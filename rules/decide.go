@@ -1,19 +1,26 @@
 // Package rules is the decision step: it turns the outcomes that checks
-// report into one action and the reply that goes with it. It knows nothing
-// of sockets or SMTP sessions.
+// report, and the allow and deny lists that match, into one action and the
+// reply that goes with it. Its behaviour comes from rule files (TOML); the
+// built-in set is default.toml. It knows nothing of sockets or SMTP sessions.
 package rules
 
 import (
+	_ "embed"
 	"fmt"
 	"sort"
 	"strings"
 
 	"github.com/mxguard/mxguard/checks"
-	"github.com/mxguard/mxguard/config"
 )
 
+//go:embed default.toml
+var defaultRules []byte
+
+// DefaultRules returns the built-in rule file.
+func DefaultRules() []byte { return append([]byte(nil), defaultRules...) }
+
 // Action is what happens to a session, from mildest to harshest; a decision
-// takes the harshest one that any outcome or threshold asks for.
+// takes the harshest one that any outcome, list or threshold asks for.
 type Action int
 
 const (
@@ -39,13 +46,56 @@ func (a Action) String() string { return actionNames[a] }
 // Refuses reports an action that refuses the mail.
 func (a Action) Refuses() bool { return a >= Tempfail }
 
-func parseAction(s config.Action) Action {
+func parseAction(s string) (Action, error) {
+	switch s {
+	case "score", "tag", "tempfail", "reject", "drop", "ignore":
+	case "enforce": // postscreen's word
+		return Reject, nil
+	default:
+		return 0, fmt.Errorf("bad action %q: want score, tag, tempfail, reject (enforce), drop or ignore", s)
+	}
 	for a, n := range actionNames {
-		if n == string(s) {
-			return a
+		if n == s {
+			return a, nil
 		}
 	}
-	return Score
+	return 0, nil
+}
+
+// Stage is when a refusal is given.
+type Stage int
+
+const (
+	StageDefault Stage = iota // the [defaults] stage
+	StageNow                  // at the SMTP stage where it is decided
+	StageRcpt                 // at RCPT TO, when decided earlier (the log gets the envelope)
+	StageData                 // after the message (e.g. to log it whole)
+)
+
+func (s Stage) String() string {
+	return [...]string{"default", "now", "rcpt", "data"}[s]
+}
+
+func parseStage(s string) (Stage, error) {
+	switch s {
+	case "now", "immediate":
+		return StageNow, nil
+	case "rcpt":
+		return StageRcpt, nil
+	case "data":
+		return StageData, nil
+	}
+	return StageRcpt, fmt.Errorf("bad stage %q: want now, rcpt or data", s)
+}
+
+func parseMode(s string) (log bool, err error) {
+	switch s {
+	case "enforce":
+		return false, nil
+	case "log":
+		return true, nil
+	}
+	return false, fmt.Errorf("mode %q: want enforce or log", s)
 }
 
 // Rule is how one outcome is treated.
@@ -54,82 +104,35 @@ type Rule struct {
 	Action  Action
 	Weight  float64
 	Reply   Reply
+	Stage   Stage
+	Log     bool   // log mode: decide, log "would refuse", do not act
+	Where   string // file:line it was set at
 }
 
-// Policy is a compiled decision configuration. It is read-only once built,
-// so sessions share it; a reload builds a new one.
+// Policy is a compiled set of rule files. It is read-only once built, so
+// sessions share it; a reload builds a new one.
 type Policy struct {
-	rules       map[string]Rule // by outcome name, or family prefix "dnsbl."
-	tagScore    float64
-	rejectScore float64
-	// RejectAtRcpt delays refusals decided at HELO or MAIL until RCPT TO.
-	RejectAtRcpt bool
+	outcomes      map[string]Rule // by outcome name, or family prefix "dnsbl."
+	lists         []*List
+	tagScore      float64
+	tempfailScore float64
+	rejectScore   float64
+	stage         Stage // default stage for refusals decided before RCPT
+	logOnly       bool  // global dry run
+	hasLogRules   bool  // some rule or list is in log mode
 }
 
-// New builds a Policy from the built-in rules and the config's overrides.
-// Unknown outcome names and bad replies are config errors with their line.
-func New(cfg *config.Config) (*Policy, error) {
-	p := &Policy{
-		rules:        make(map[string]Rule, len(builtin)),
-		tagScore:     cfg.Decision.TagScore,
-		rejectScore:  cfg.Decision.RejectScore,
-		RejectAtRcpt: cfg.Decision.RejectAt != config.StageImmediate,
-	}
-	for _, r := range builtin {
-		p.rules[strings.TrimSuffix(r.Outcome, "*")] = r
-	}
-	for _, name := range sortedNames(cfg.Decision.Outcomes) {
-		o := cfg.Decision.Outcomes[name]
-		key := []string{"decision", "outcomes", name}
-		r, ok := p.lookup(name)
-		if !ok {
-			return nil, cfg.Errorf(key, "unknown outcome %q (see the outcome table in README.md)", name)
-		}
-		r.Outcome = name
-		if o.Action != "" {
-			r.Action = parseAction(o.Action)
-		}
-		if o.Weight != nil {
-			r.Weight = *o.Weight
-		}
-		if o.Reply != "" {
-			rep, err := ParseReply(o.Reply)
-			if err != nil {
-				return nil, cfg.Errorf(append(key, "reply"), "%v", err)
-			}
-			r.Reply = rep
-		}
-		if r.Action.Refuses() {
-			if r.Reply.Code == 0 {
-				r.Reply = defaultReply(r.Action)
-			}
-			if r.Action != Drop && (r.Action == Tempfail) != r.Reply.Temporary() {
-				if o.Reply != "" {
-					return nil, cfg.Errorf(key, "outcome %q: action %s does not fit reply %q", name, r.Action, r.Reply)
-				}
-				r.Reply = r.Reply.withClass(r.Action == Tempfail)
-			}
-		}
-		p.rules[name] = r
-	}
-	return p, nil
-}
-
-func defaultReply(a Action) Reply {
-	if a == Tempfail {
-		return mustReply("451 4.7.1 Try again later")
-	}
-	return mustReply("550 5.7.1 Refused by local policy")
-}
+// DefaultStage is when refusals decided before RCPT are given by default.
+func (p *Policy) DefaultStage() Stage { return p.stage }
 
 // lookup finds the rule for an outcome: by exact name, then by family
 // ("dnsbl.zen.example" → "dnsbl.").
 func (p *Policy) lookup(outcome string) (Rule, bool) {
-	if r, ok := p.rules[outcome]; ok {
+	if r, ok := p.outcomes[outcome]; ok {
 		return r, true
 	}
 	if i := strings.IndexByte(outcome, '.'); i > 0 {
-		if r, ok := p.rules[outcome[:i+1]]; ok {
+		if r, ok := p.outcomes[outcome[:i+1]]; ok {
 			r.Outcome = outcome
 			return r, true
 		}
@@ -137,32 +140,98 @@ func (p *Policy) lookup(outcome string) (Rule, bool) {
 	return Rule{}, false
 }
 
-// Known reports whether an outcome name is in the catalog.
-func (p *Policy) Known(outcome string) bool {
-	_, ok := p.lookup(outcome)
-	return ok
+// Rule returns the rule for an outcome, and whether the outcome is known.
+func (p *Policy) Rule(outcome string) (Rule, bool) { return p.lookup(outcome) }
+
+// Outcomes lists the known outcome names (families end in ".*").
+func (p *Policy) Outcomes() []string {
+	var out []string
+	for k := range p.outcomes {
+		if strings.HasSuffix(k, ".") {
+			k += "*"
+		}
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Verdict is the decision on a session so far.
 type Verdict struct {
-	Action Action
-	Score  float64
-	Reply  Reply  // for refusals
-	Rule   string // the outcome that decided, or "score"
-	Reason string // that outcome's reason, for the log
+	Action   Action
+	Score    float64
+	Reply    Reply  // for refusals; its text ends by naming the rule
+	Rule     string // the outcome or list that decided, or "score"
+	Reason   string // that outcome's reason, for the log
+	Evidence string // that outcome's evidence, for reply templates
+	Where    string // file:line of the deciding rule
+	Stage    Stage  // when to give the refusal
+	// Skip names the checks an allow list switched off (nil: none); SkipAll
+	// is an allow list that switched them all off.
+	Skip    map[string]bool
+	SkipAll bool
+	// Would is what rules in log mode would have done, when harsher than
+	// what is done.
+	Would *Verdict
 }
 
-// Decide weighs every result of the session so far. An outcome the catalog
-// does not know (a check newer than the config) counts by its own score.
-func (p *Policy) Decide(results ...[]checks.Result) Verdict {
-	v := Verdict{Action: Accept}
+// Skips reports whether a check is switched off by an allow list.
+func (v *Verdict) Skips(check string) bool { return v.SkipAll || v.Skip[check] }
+
+// Decide weighs the session so far: the lists that matched (in policy
+// order) and every result. An outcome the rules do not know (a check newer
+// than the rules) counts by its own score.
+//
+// Lists first, in order: the first list that decides — a deny, or an allow
+// of every check — wins; allows of some checks add up. Then the outcomes:
+// the harshest forced action wins; then the score thresholds.
+func (p *Policy) Decide(matched []*List, results ...[]checks.Result) Verdict {
+	real := p.decide(matched, results, false)
+	if p.logOnly || p.hasLogRules {
+		would := p.decide(matched, results, true)
+		if would.Action > real.Action {
+			real.Would = &would
+		}
+	}
+	return real
+}
+
+func (p *Policy) decide(matched []*List, results [][]checks.Result, withLog bool) Verdict {
+	v := Verdict{Action: Accept, Stage: p.stage}
+	for _, l := range matched {
+		if (l.Log || p.logOnly) && !withLog {
+			continue
+		}
+		if l.Allow {
+			if l.Skip == nil {
+				v.SkipAll, v.Rule, v.Where = true, "allow."+l.Name, l.Where
+				v.Reason = fmt.Sprintf("%s is on allow list %s", l.Type, l.Name)
+				return v
+			}
+			if v.Skip == nil {
+				v.Skip = map[string]bool{}
+			}
+			for c := range l.Skip {
+				v.Skip[c] = true
+			}
+			continue
+		}
+		v.Action, v.Rule, v.Where = l.Action, "deny."+l.Name, l.Where
+		v.Reason = fmt.Sprintf("%s is on deny list %s", l.Type, l.Name)
+		v.Reply = named(l.Reply, v.Rule)
+		v.Stage = stageOr(l.Stage, p.stage)
+		return v
+	}
 	for _, rs := range results {
 		for _, res := range rs {
+			if v.Skip[res.Check] {
+				continue
+			}
 			r, ok := p.lookup(res.Outcome)
 			if !ok {
 				r = Rule{Outcome: res.Outcome, Action: Score, Weight: res.Score}
 			}
-			if r.Action == Ignore {
+			if r.Action == Ignore || ((r.Log || p.logOnly) && !withLog) {
 				continue
 			}
 			w := r.Weight
@@ -171,19 +240,40 @@ func (p *Policy) Decide(results ...[]checks.Result) Verdict {
 			}
 			v.Score += w
 			if r.Action > v.Action {
-				v.Action, v.Reply, v.Rule, v.Reason = r.Action, r.Reply, res.Outcome, res.Reason
+				v.Action, v.Rule, v.Where = r.Action, res.Outcome, r.Where
+				v.Reason, v.Evidence = res.Reason, res.Evidence
+				v.Reply = named(r.Reply, res.Outcome)
+				v.Stage = stageOr(r.Stage, p.stage)
 			}
 		}
 	}
-	switch {
-	case p.rejectScore > 0 && v.Score >= p.rejectScore && v.Action < Reject:
-		v.Action, v.Reply, v.Rule = Reject, scoreReply, "score"
-		v.Reason = fmt.Sprintf("score %g reached reject_score %g", v.Score, p.rejectScore)
-	case p.tagScore > 0 && v.Score >= p.tagScore && v.Action < Tag:
-		v.Action, v.Rule = Tag, "score"
-		v.Reason = fmt.Sprintf("score %g reached tag_score %g", v.Score, p.tagScore)
+	threshold := func(a Action, limit float64, reply Reply) {
+		if limit > 0 && v.Score >= limit && v.Action < a {
+			v.Action, v.Rule, v.Where, v.Evidence = a, "score", "scores", ""
+			v.Reason = fmt.Sprintf("score %g reached %s %g", v.Score, a, limit)
+			v.Reply = named(reply, fmt.Sprintf("score %g", v.Score))
+			v.Stage = p.stage
+		}
 	}
+	threshold(Reject, p.rejectScore, mustReply("550 5.7.1 Message refused: spam score too high"))
+	threshold(Tempfail, p.tempfailScore, mustReply("451 4.7.1 Message deferred: spam score too high, try again later"))
+	threshold(Tag, p.tagScore, Reply{})
 	return v
+}
+
+// named ends a refusal's text with the rule that caused it.
+func named(r Reply, rule string) Reply {
+	if r.Code != 0 {
+		r.Text += " (" + rule + ")"
+	}
+	return r
+}
+
+func stageOr(s, def Stage) Stage {
+	if s == StageDefault {
+		return def
+	}
+	return s
 }
 
 func sortedNames[V any](m map[string]V) []string {

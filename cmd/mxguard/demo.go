@@ -70,11 +70,13 @@ func demo(listen, dir string, delay time.Duration, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "mxguard demo: %v\n", err)
 		return 1
 	}
-	rt, err := proxy.NewRuntime(cfg, proxy.Shared{Resolver: res, Reputation: newReputation(cfg)})
+	rt, err := proxy.NewRuntime(cfg, proxy.Shared{Resolver: res, Reputation: newReputation(cfg)}, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "mxguard demo: %v\n", err)
 		return 1
 	}
+	rt.Start()
+	defer rt.Close()
 	srv := proxy.New(rt, logger)
 	if err := srv.ListenAndServe(); err != nil {
 		fmt.Fprintf(stderr, "mxguard demo: %v\n", err)
@@ -97,7 +99,7 @@ mxguard demo: listening on %[1]s, in front of a demo backend that stores mail in
     printf 'EHLO mail.sender.example\r\n' | nc -w 5 %[5]s %[6]s
 
   without swaks (apt-get install swaks), clean mail with nc:
-    (sleep %[7]d; printf 'EHLO mail.sender.example\r\nMAIL FROM:<alice@sender.example>\r\nRCPT TO:<bob@demo.example>\r\nDATA\r\nSubject: hello\r\n\r\nHello from the demo.\r\n.\r\nQUIT\r\n'; sleep 1) | nc %[5]s %[6]s
+    (sleep %[7]d; printf 'EHLO mail.sender.example\r\nMAIL FROM:<alice@sender.example>\r\nRCPT TO:<bob@demo.example>\r\nDATA\r\nFrom: alice@sender.example\r\nSubject: hello\r\n\r\nHello from the demo.\r\n.\r\nQUIT\r\n'; sleep 1) | nc %[5]s %[6]s
 
 The decision log (JSON lines) follows on standard output. Ctrl-C stops the demo.
 

@@ -49,9 +49,11 @@ func TestCheckConfig(t *testing.T) {
 		t.Errorf("stderr %q lacks %q", errb.String(), want)
 	}
 	// Errors found when building the rules have their line too.
-	os.WriteFile(bad, []byte("hostname = \"mx.example.com\"\n[decision.outcomes]\n\"helo.typo\" = { action = \"reject\" }\n"), 0o644)
+	rulesFile := filepath.Join(filepath.Dir(bad), "local.toml")
+	os.WriteFile(rulesFile, []byte("[scores]\nreject = 8\n\n[outcome.\"helo.typo\"]\naction = \"reject\"\n"), 0o644)
+	os.WriteFile(bad, []byte("hostname = \"mx.example.com\"\nrules = [\"local.toml\"]\n"), 0o644)
 	errb.Reset()
-	if code := run([]string{"check-config", "-config", bad}, &out, &errb); code != 1 || !strings.Contains(errb.String(), bad+":3: unknown outcome \"helo.typo\"") {
+	if code := run([]string{"check-config", "-config", bad}, &out, &errb); code != 1 || !strings.Contains(errb.String(), rulesFile+":4: unknown outcome \"helo.typo\"") {
 		t.Errorf("exit %d, stderr %q", code, errb.String())
 	}
 }
@@ -165,7 +167,9 @@ func TestServeReloadAndStop(t *testing.T) {
 		t.Errorf("after a bad reload: RCPT got %d, want the old config's 550", code)
 	}
 
-	writeConfig(t, cfgPath, listen, sink.Addr(), dns.Addr(), logPath, "[decision.outcomes]\n\"helo.localhost\" = { action = \"ignore\" }\n")
+	os.WriteFile(filepath.Join(dir, "gentle.toml"), []byte("[outcome.\"helo.localhost\"]\naction = \"ignore\"\n"), 0o644)
+	writeConfig(t, cfgPath, listen, sink.Addr(), dns.Addr(), logPath, "")
+	os.WriteFile(cfgPath, append([]byte("rules = [\"gentle.toml\"]\n"), mustRead(t, cfgPath)...), 0o644)
 	syscall.Kill(os.Getpid(), syscall.SIGHUP)
 	waitLog(t, logPath, `"msg":"reloaded"`, 1)
 	if code := rcptReply(t, listen); code != 250 {
@@ -228,7 +232,7 @@ func TestDemo(t *testing.T) {
 	expect("MAIL FROM:<alice@sender.example>", 250)
 	expect("RCPT TO:<bob@demo.example>", 250)
 	expect("DATA", 354)
-	expect("Subject: demo\r\n\r\nhello\r\n.", 250)
+	expect("From: alice@sender.example\r\nSubject: demo\r\n\r\nhello\r\n.", 250)
 	expect("QUIT", 221)
 	files, _ := filepath.Glob(filepath.Join(dir, "mail", "*.eml"))
 	if len(files) != 1 {
@@ -258,4 +262,12 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -47,11 +47,12 @@ func serve(path string, stderr io.Writer) int {
 		return 1
 	}
 	shared := proxy.Shared{Resolver: res, Reputation: newReputation(cfg)}
-	rt, err := proxy.NewRuntime(cfg, shared)
+	rt, err := proxy.NewRuntime(cfg, shared, logger)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	rt.Start()
 	srv := proxy.New(rt, logger)
 	if err := srv.ListenAndServe(); err != nil {
 		fmt.Fprintf(stderr, "mxguard: %v\n", err)
@@ -70,7 +71,9 @@ func serve(path string, stderr io.Writer) int {
 				continue
 			}
 			level.Set(logLevel(next.Cfg.Log.Level))
+			next.Start()
 			srv.Reload(next)
+			cur.Close() // its sessions in flight go on
 			logger.Info("reloaded", "config", path)
 			continue
 		}
@@ -96,7 +99,7 @@ func reload(path string, cur *proxy.Runtime, logger *slog.Logger) (*proxy.Runtim
 	if err != nil {
 		return nil, err
 	}
-	shared := proxy.Shared{Resolver: cur.Resolver, Reputation: cur.Reputation}
+	shared := cur.Shared
 	if !sameDNS(cfg.DNS, cur.Cfg.DNS) {
 		res, err := newResolver(cfg)
 		if err != nil {
@@ -108,7 +111,7 @@ func reload(path string, cur *proxy.Runtime, logger *slog.Logger) (*proxy.Runtim
 		logger.Warn("reputation settings changed: starting with an empty memory of clients")
 		shared.Reputation = newReputation(cfg)
 	}
-	rt, err := proxy.NewRuntime(cfg, shared)
+	rt, err := proxy.NewRuntime(cfg, shared, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +148,7 @@ func newResolver(cfg *config.Config) (*resolver.Resolver, error) {
 func checkConfig(path string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(path)
 	if err == nil {
-		_, err = proxy.NewRuntime(cfg, proxy.Shared{}) // the rules and TLS are checked here
+		_, err = proxy.NewRuntime(cfg, proxy.Shared{}, nil) // the rules, lists and TLS are checked here
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
