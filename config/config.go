@@ -62,6 +62,13 @@ type Listen struct {
 	// BaitBanner sends "220-<hostname> ESMTP" before the wait, as postscreen
 	// does: bots that do not read multi-line replies talk into it.
 	BaitBanner bool `toml:"bait_banner"`
+	// ProxyProtocolFrom are load balancers in front of mxguard: a
+	// connection from one of them must start with a PROXY v1/v2 header
+	// naming the real client; from anywhere else a header is not read.
+	// Restart to change.
+	ProxyProtocolFrom []Prefix `toml:"proxy_protocol_from"`
+	// ProxyProtocolTimeout bounds the wait for that header.
+	ProxyProtocolTimeout Duration `toml:"proxy_protocol_timeout"`
 }
 
 // Limits bound what one client, or all of them, can take.
@@ -211,9 +218,11 @@ func Default() *Config {
 			{netip.MustParsePrefix("::1/128")},
 		},
 		Listen: Listen{
-			Addresses:  []string{":25"},
-			GreetDelay: Duration(6 * time.Second),
-			BaitBanner: true,
+			Addresses:            []string{":25"},
+			GreetDelay:           Duration(6 * time.Second),
+			BaitBanner:           true,
+			ProxyProtocolFrom:    []Prefix{},
+			ProxyProtocolTimeout: Duration(5 * time.Second),
 		},
 		Limits: Limits{
 			MaxConnections:      1000,

@@ -56,6 +56,10 @@ type harness struct {
 type harnessOpt struct {
 	cfg  func(*config.Config)
 	sink func(*mailsink.Server)
+	zone string // more fixture DNS data
+	// proxied: 127.0.0.1 is a load balancer sending PROXY headers, so
+	// tests can present clients with real-looking addresses (dialAs).
+	proxied bool
 }
 
 func testConfig() *config.Config {
@@ -76,7 +80,7 @@ func testConfig() *config.Config {
 func newHarness(t *testing.T, o harnessOpt) *harness {
 	t.Helper()
 	h := &harness{t: t, logs: &logBuffer{}}
-	h.dns = dnsfixture.StartT(t, testZone)
+	h.dns = dnsfixture.StartT(t, testZone+o.zone)
 	h.sink = &mailsink.Server{Hostname: "backend.test", XCLIENT: true}
 	if o.sink != nil {
 		o.sink(h.sink)
@@ -85,6 +89,9 @@ func newHarness(t *testing.T, o harnessOpt) *harness {
 	h.cfg = testConfig()
 	h.cfg.Backend.Address = h.sink.Addr()
 	h.cfg.DNS.Resolvers = []string{h.dns.Addr()}
+	if o.proxied {
+		h.cfg.Listen.ProxyProtocolFrom = []config.Prefix{mustPrefix("127.0.0.1")}
+	}
 	if o.cfg != nil {
 		o.cfg(h.cfg)
 	}
@@ -150,6 +157,27 @@ func (h *harness) dial(from string) *client {
 	conn.SetDeadline(time.Now().Add(20 * time.Second))
 	r := bufio.NewReader(conn)
 	return &client{t: h.t, conn: conn, r: r, tp: textproto.NewReader(r)}
+}
+
+// dialAs connects through the "load balancer" at 127.0.0.1, whose PROXY
+// header says the client is ip.
+func (h *harness) dialAs(ip string) *client {
+	h.t.Helper()
+	c := h.dial("127.0.0.1")
+	fam := "TCP4"
+	if strings.Contains(ip, ":") {
+		fam = "TCP6"
+	}
+	_, port, _ := net.SplitHostPort(h.addr)
+	fmt.Fprintf(c.conn, "PROXY %s %s %s 40000 %s\r\n", fam, ip, strings.Split(h.addr, ":")[0], port)
+	return c
+}
+
+// greetedAs dials as ip and reads the whole banner.
+func (h *harness) greetedAs(ip string) *client {
+	c := h.dialAs(ip)
+	c.expect(220)
+	return c
 }
 
 // greeted dials and reads the whole banner.
@@ -267,7 +295,7 @@ func stripReceived(t *testing.T, data []byte) (received string, rest []byte) {
 
 // ourFields splits the leading fields we add from the message.
 func ourFields(data []byte) (fields []string, rest []byte) {
-	ours := []string{"Received:", "Authentication-Results:", "Received-SPF:", "X-Spam-Score:", "X-Spam-Flag:"}
+	ours := []string{"Received:", "Authentication-Results: mx.mxguard.test;", "Received-SPF:", "X-Spam-Score:", "X-Spam-Flag:"}
 	for i := 0; ; i++ {
 		name := ""
 		for _, o := range ours {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/pires/go-proxyproto"
 )
 
 // Server is a running mxguard front end.
@@ -70,8 +71,26 @@ func (s *Server) ListenAndServe() error {
 	return nil
 }
 
-// Serve accepts clients on l until Shutdown. It returns at once.
+// Serve accepts clients on l until Shutdown. It returns at once. With
+// listen.proxy_protocol_from set, connections from those load balancers
+// must begin with a PROXY header naming the real client; others are taken
+// as they come and any header they send is not believed.
 func (s *Server) Serve(l net.Listener) {
+	if lbs := s.rt.Load().Cfg.Listen.ProxyProtocolFrom; len(lbs) > 0 {
+		l = &proxyproto.Listener{
+			Listener:          l,
+			ReadHeaderTimeout: s.rt.Load().Cfg.Listen.ProxyProtocolTimeout.D(),
+			ConnPolicy: func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+				ip := addrPort(o.Upstream).Addr()
+				for _, p := range lbs {
+					if p.Contains(ip) {
+						return proxyproto.REQUIRE, nil
+					}
+				}
+				return proxyproto.SKIP, nil
+			},
+		}
+	}
 	s.mu.Lock()
 	s.listeners = append(s.listeners, l)
 	s.mu.Unlock()
@@ -190,6 +209,14 @@ func (s *Server) handle(nc net.Conn) {
 	defer s.wg.Done()
 	rt := s.rt.Load()
 	lim := &rt.Cfg.Limits
+	if pc, ok := nc.(*proxyproto.Conn); ok && pc.ProxyHeader() == nil {
+		// Reading the header (within its timeout) happens here, in the
+		// connection's own goroutine, never in Accept.
+		s.log.Warn("refused", "client", pc.Raw().RemoteAddr().String(), "stage", "connect",
+			"action", "drop", "rule", "proxy_protocol", "reason", "no valid PROXY header from a load balancer")
+		nc.Close()
+		return
+	}
 	client, local := addrPort(nc.RemoteAddr()), addrPort(nc.LocalAddr())
 	if ok, why := s.lim.acquire(client.Addr(), lim.MaxConnections, lim.MaxConnectionsPerIP); !ok {
 		reply := "421 4.7.0 " + rt.Cfg.Hostname + " Error: " + why + ", try again later"
