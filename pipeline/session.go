@@ -367,8 +367,20 @@ func (s *Session) decide(at stage, rcpt string) Decision {
 	s.last = v
 	allAllowed := at == atData && len(s.txn.rcpts) > 0 && s.txn.allowed == len(s.txn.rcpts)
 	s.mu.Unlock()
+	if allAllowed && v.Action.Refuses() {
+		// Every recipient is exempt (postmaster@ on an allow list): the
+		// message goes through, and the log says what it escaped.
+		w := v
+		v = rules.Verdict{Action: rules.Accept, Score: v.Score, Rule: "allow.recipients",
+			Reason: "every recipient is on an allow list", Would: &w}
+	}
+	if v.Would != nil {
+		w := *v.Would
+		w.Reply = s.expand(w.Reply, w.Evidence)
+		v.Would = &w
+	}
 	d := Decision{Verdict: v, Stage: stageNames[at]}
-	if !v.Action.Refuses() || allAllowed {
+	if !v.Action.Refuses() {
 		return d
 	}
 	d.Reply = s.expand(v.Reply, v.Evidence)

@@ -188,8 +188,11 @@ func (v *Verdict) Skips(check string) bool { return v.SkipAll || v.Skip[check] }
 func (p *Policy) Decide(matched []*List, results ...[]checks.Result) Verdict {
 	real := p.decide(matched, results, false)
 	if p.logOnly || p.hasLogRules {
+		// A rule in log mode shows what it would do whenever it would
+		// refuse: harsher than what is done, or by a rule of its own (an
+		// admin measuring a new rule wants every hit).
 		would := p.decide(matched, results, true)
-		if would.Action > real.Action {
+		if would.Action > real.Action || (would.Action.Refuses() && would.Rule != real.Rule) {
 			real.Would = &would
 		}
 	}

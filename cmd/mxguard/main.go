@@ -5,6 +5,7 @@
 //	mxguard serve [-config FILE]         run
 //	mxguard check-config [-config FILE]  validate and print the effective config
 //	mxguard demo                         run on loopback in front of a built-in backend
+//	mxguard test -client IP ...          what would mxguard do with this session?
 //	mxguard version
 package main
 
@@ -56,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return demo(*listen, *dir, *delay, stdout, stderr)
+	case "test":
+		return testSession(args, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "mxguard %s\n", versionString())
 		return 0
@@ -74,6 +77,8 @@ func usage(w io.Writer) {
   mxguard serve [-config FILE]          run the proxy (default config `+defaultConfig+`)
   mxguard check-config [-config FILE]   validate a config and print the effective one
   mxguard demo [-listen ADDR] [-dir DIR] run on loopback in front of a built-in demo backend
+  mxguard test [-config FILE] [-zone FILE] -client IP [-helo NAME] [-from ADDR] [-to ADDR]... [-message FILE]
+                                        what would mxguard do with this session? (sends nothing)
   mxguard version                       print the version
 `)
 }
