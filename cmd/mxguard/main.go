@@ -6,6 +6,7 @@
 //	mxguard check-config [-config FILE]  validate and print the effective config
 //	mxguard demo                         run on loopback in front of a built-in backend
 //	mxguard test -client IP ...          what would mxguard do with this session?
+//	mxguard log [-summary] [FILE...]     what was refused, and why
 //	mxguard version
 package main
 
@@ -59,6 +60,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return demo(*listen, *dir, *delay, stdout, stderr)
 	case "test":
 		return testSession(args, stdout, stderr)
+	case "log":
+		return logCmd(args, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "mxguard %s\n", versionString())
 		return 0
@@ -79,6 +82,8 @@ func usage(w io.Writer) {
   mxguard demo [-listen ADDR] [-dir DIR] run on loopback in front of a built-in demo backend
   mxguard test [-config FILE] [-zone FILE] -client IP [-helo NAME] [-from ADDR] [-to ADDR]... [-message FILE]
                                         what would mxguard do with this session? (sends nothing)
+  mxguard log [-summary] [-all|-would] [-client CIDR] [-rule PATTERN] [-stage S] [-text T] [-since 2h] [FILE...]
+                                        what was refused, and why (reads the decision log)
   mxguard version                       print the version
 `)
 }

@@ -104,3 +104,28 @@ func TestTestCommandErrors(t *testing.T) {
 		t.Errorf("exit %d: %s", code, errb.String())
 	}
 }
+
+func TestLogCommand(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"log", "../../testdata/log/sample.log"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 5 || !strings.HasPrefix(lines[0], "2026-11-23 15:38:46 REFUSED connect 198.51.100.4:40274 rule=pregreet") ||
+		!strings.Contains(lines[3], "WOULD REFUSE mail [2001:db8::7]:25000 from=<x@cheap-pills.test> rule=deny.new-blocklist") {
+		t.Errorf("lines:\n%s", out.String())
+	}
+	if !strings.Contains(errb.String(), "skipped 2 lines") {
+		t.Errorf("stderr %q", errb.String())
+	}
+	out.Reset()
+	run([]string{"log", "-rule", "helo.*", "-client", "198.51.100.0/24", "../../testdata/log/sample.log"}, &out, &errb)
+	if n := strings.Count(out.String(), "\n"); n != 2 {
+		t.Errorf("filtered: %d lines:\n%s", n, out.String())
+	}
+	out.Reset()
+	run([]string{"log", "-summary", "../../testdata/log/sample.log"}, &out, &errb)
+	if !strings.Contains(out.String(), "refusals 4") || !strings.Contains(out.String(), "helo.localhost  2") {
+		t.Errorf("summary:\n%s", out.String())
+	}
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/mxguard/mxguard/config"
+	"github.com/mxguard/mxguard/decisionlog"
+)
+
+// logCmd reads decision logs and shows what mxguard refused and why: one
+// terse line per record, or a summary. With no file it reads the config's
+// log.path (or standard input when that is "-").
+func logCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("log", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfig, "configuration file (for log.path when no file is given)")
+	all := fs.Bool("all", false, "every record, not only refusals")
+	would := fs.Bool("would", false, "only what rules in log mode would have refused")
+	client := fs.String("client", "", "client address or CIDR")
+	rule := fs.String("rule", "", "rule, a pattern: helo.*, dnsbl*, deny.partners")
+	stage := fs.String("stage", "", "connect, helo, mail, rcpt or data")
+	text := fs.String("text", "", "text in the HELO, sender or recipients")
+	session := fs.String("session", "", "one session id")
+	since := fs.Duration("since", 0, "only the last DURATION (e.g. 2h)")
+	summary := fs.Bool("summary", false, "counts by rule, stage and client instead of lines")
+	asJSON := fs.Bool("json", false, "print the matching records as JSON lines")
+	if fs.Parse(args) != nil {
+		return 1
+	}
+	f := decisionlog.Filter{Rule: *rule, Stage: *stage, Text: *text, Session: *session}
+	switch {
+	case *would:
+		f.Msgs = []string{"would refuse"}
+	case !*all:
+		f.Msgs = []string{"refused", "would refuse"}
+	}
+	if *client != "" {
+		p, err := netip.ParsePrefix(*client)
+		if err != nil {
+			a, aerr := netip.ParseAddr(*client)
+			if aerr != nil {
+				fmt.Fprintf(stderr, "mxguard log: -client %q is not an address or CIDR\n", *client)
+				return 1
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		f.Client = p
+	}
+	if *since > 0 {
+		f.Since = time.Now().Add(-*since)
+	}
+
+	files := fs.Args()
+	if len(files) == 0 {
+		cfg, err := config.Load(*path)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		files = []string{cfg.Log.Path}
+	}
+	sum := decisionlog.NewSummary()
+	enc := json.NewEncoder(stdout)
+	var bad int
+	for _, name := range files {
+		var in io.Reader = os.Stdin
+		if name != "-" {
+			fh, err := os.Open(name)
+			if err != nil {
+				fmt.Fprintf(stderr, "mxguard log: %v\n", err)
+				return 1
+			}
+			defer fh.Close()
+			in = fh
+		}
+		st, err := decisionlog.Read(in, func(r decisionlog.Record) error {
+			if !f.Match(r) {
+				return nil
+			}
+			switch {
+			case *summary:
+				sum.Add(r)
+			case *asJSON:
+				return enc.Encode(r)
+			default:
+				_, err := fmt.Fprintln(stdout, decisionlog.Line(r))
+				return err
+			}
+			return nil
+		})
+		if err != nil {
+			fmt.Fprintf(stderr, "mxguard log: %s: %v\n", name, err)
+			return 1
+		}
+		bad += st.Bad
+	}
+	if *summary {
+		sum.Write(stdout, 20)
+	}
+	if bad > 0 {
+		fmt.Fprintf(stderr, "mxguard log: skipped %d lines that are not decision log records\n", bad)
+	}
+	return 0
+}
