@@ -61,6 +61,9 @@ func demo(listen, dir string, delay time.Duration, stdout, stderr io.Writer) int
 	cfg.OwnIPs = []netip.Addr{}
 	cfg.Listen.Addresses = []string{listen}
 	cfg.Listen.GreetDelay = config.Duration(delay)
+	// Every connection takes the greeting test: in a demo, a polite client
+	// must not earn a pass that lets the next (early-talking) try through.
+	cfg.Reputation.GreetPassTTL = 0
 	cfg.Backend.Address = sink.Addr()
 	cfg.DNS.Resolvers = []string{dns.Addr()}
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/textproto"
 	"os"
@@ -237,6 +238,19 @@ func TestDemo(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join(dir, "mail", "*.eml"))
 	if len(files) != 1 {
 		t.Errorf("demo folder has %d messages", len(files))
+	}
+	// The early-talker recipe works even after a polite session from the
+	// same address.
+	early, err := net.Dial("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	early.SetDeadline(time.Now().Add(10 * time.Second))
+	early.Write([]byte("EHLO mail.sender.example\r\n"))
+	reply, _ := io.ReadAll(early)
+	early.Close()
+	if !strings.Contains(string(reply), "554 5.5.1") {
+		t.Errorf("early talker after a polite session got %q", reply)
 	}
 	syscall.Kill(os.Getpid(), syscall.SIGINT)
 	if code := <-done; code != 0 {
