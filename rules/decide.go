@@ -122,6 +122,9 @@ type Policy struct {
 	hasLogRules   bool  // some rule or list is in log mode
 }
 
+// HasLists reports whether any allow or deny list is configured.
+func (p *Policy) HasLists() bool { return len(p.lists) > 0 }
+
 // DefaultStage is when refusals decided before RCPT are given by default.
 func (p *Policy) DefaultStage() Stage { return p.stage }
 
