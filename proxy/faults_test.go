@@ -104,3 +104,70 @@ func TestClientGoneMidData(t *testing.T) {
 		}
 	}
 }
+
+// A backend that refuses the DATA command itself keeps its transaction
+// open: mxguard resets it, so the client's next message is not bounced
+// with "nested MAIL command".
+func TestBackendRefusesDataCommand(t *testing.T) {
+	h := newHarness(t, harnessOpt{sink: func(s *mailsink.Server) {
+		first := true
+		s.Policy = mailsink.PolicyFuncs{DataStartFunc: func(*mailsink.SessionInfo) *mailsink.Action {
+			if first {
+				first = false
+				return &mailsink.Action{Reply: "451 4.3.0 Error: queue file write error"}
+			}
+			return nil
+		}}
+	}})
+	c := h.greeted("127.0.0.2")
+	c.cmd("EHLO mail.good.test", 250)
+	c.cmd("MAIL FROM:<alice@good.test>", 250)
+	c.cmd("RCPT TO:<bob@mxguard.test>", 250)
+	if text := c.data([]byte("From: alice@good.test\r\nSubject: 1\r\n\r\nx\r\n"), 451); !strings.Contains(text, "queue file write error") {
+		t.Errorf("DATA refusal not passed on: %q", text)
+	}
+	c.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: 2\r\n\r\nx\r\n"))
+	if _, err := h.sink.WaitMessages(1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A backend 421 closes the session: the client gets it and mxguard hangs
+// up too, instead of replaying it from a dead connection.
+func TestBackend421(t *testing.T) {
+	h := newHarness(t, harnessOpt{sink: func(s *mailsink.Server) {
+		s.Policy = mailsink.PolicyFuncs{MailFunc: func(*mailsink.SessionInfo, string) *mailsink.Action {
+			return &mailsink.Action{Reply: "421 4.3.2 Service shutting down", CloseAfter: true}
+		}}
+	}})
+	c := h.greeted("127.0.0.2")
+	c.cmd("EHLO mail.good.test", 250)
+	c.send("MAIL FROM:<alice@good.test>")
+	if code, text := c.reply(); code != 421 || text != "4.3.2 Service shutting down" {
+		t.Errorf("MAIL got %d %q, want the backend's 421", code, text)
+	}
+	if !c.closed() {
+		t.Error("the client connection stays open after the backend's 421")
+	}
+}
+
+// A kept backend connection that the backend closed meanwhile is dialled
+// again for the next transaction, instead of failing it.
+func TestBackendConnectionRedial(t *testing.T) {
+	h := newHarness(t, harnessOpt{sink: func(s *mailsink.Server) {
+		s.Policy = mailsink.PolicyFuncs{DataEndFunc: func(*mailsink.SessionInfo, *mailsink.Message) *mailsink.Action {
+			return &mailsink.Action{CloseAfter: true} // store, reply 250, hang up
+		}}
+	}})
+	c := h.greeted("127.0.0.2")
+	c.cmd("EHLO mail.good.test", 250)
+	for i := 0; i < 3; i++ {
+		c.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: again\r\n\r\nx\r\n"))
+	}
+	if got, err := h.sink.WaitMessages(3, 5*time.Second); err != nil || len(got) != 3 {
+		t.Fatalf("%d messages: %v", len(got), err)
+	}
+	if n := len(h.sink.Sessions()); n != 3 {
+		t.Errorf("%d backend connections, want 3 (one redial per message)", n)
+	}
+}

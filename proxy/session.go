@@ -104,12 +104,24 @@ func (se *session) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 // relayMail opens the backend transaction (and the backend connection,
-// for the first one).
+// for the first one). A kept connection the backend has closed meanwhile
+// (an idle timeout, a restart) is dialled again once: no transaction was
+// open on it, so nothing can be doubled.
 func (se *session) relayMail() error {
+	kept := se.be != nil
 	if err := se.dial(); err != nil {
 		return err
 	}
-	if _, err := se.be.Mail(se.from, mailParams(se.mail)); err != nil {
+	_, err := se.be.Mail(se.from, mailParams(se.mail))
+	var re *backend.ReplyError
+	if err != nil && kept && !errors.As(err, &re) {
+		se.closeBackend()
+		if err := se.dial(); err != nil {
+			return err
+		}
+		_, err = se.be.Mail(se.from, mailParams(se.mail))
+	}
+	if err != nil {
 		return se.backendError("mail", err)
 	}
 	se.open, se.held = true, false
@@ -175,7 +187,11 @@ func (se *session) Data(r io.Reader) error {
 		return errLost
 	}
 	rep, err := se.be.Data(ctx, prep.Reader(spool, se.received()))
-	se.open = false
+	// A refusal of the DATA command itself leaves the backend's transaction
+	// open (the next one must begin with RSET); after the final dot it is
+	// over, whatever the reply.
+	var re *backend.ReplyError
+	se.open = errors.As(err, &re) && re.Stage == backend.StageData
 	if err != nil {
 		return se.backendError("data", err)
 	}
@@ -248,7 +264,16 @@ func (se *session) closeBackend() {
 // become 451 so the client keeps the message and retries.
 func (se *session) backendError(stage string, err error) error {
 	var re *backend.ReplyError
-	if errors.As(err, &re) {
+	if errors.As(err, &re) && !errors.Is(err, backend.ErrUnusable) {
+		if re.Reply.Code == 421 {
+			// The backend closes the session: so do we, after passing its
+			// word on, as if the client had been talking to it.
+			se.closeBackend()
+			se.srv.log.Warn("backend closed the session", "session", se.st.id, "client", se.st.client.String(),
+				"stage", re.Stage, "reply", re.Reply.String())
+			se.cc.writeAndClose(replyText(re.Reply), se.rt.Cfg.Limits.WriteTimeout.D())
+			return replyError(re.Reply)
+		}
 		if re.Stage == backend.StageGreeting || re.Stage == backend.StageXCLIENT {
 			// The backend refusing *us* is a setup problem (XCLIENT not
 			// authorised, say): never bounce the client's mail for it.
@@ -269,6 +294,26 @@ func (se *session) backendError(stage string, err error) error {
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Backend unavailable, try again later"}
 	}
 	return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Backend connection lost, message not delivered, try again later"}
+}
+
+// replyText renders a backend reply as the lines we would send.
+func replyText(r *backend.Reply) string {
+	var b strings.Builder
+	for i, l := range r.Lines {
+		if i > 0 {
+			b.WriteString("\r\n")
+		}
+		sep := "-"
+		if i == len(r.Lines)-1 {
+			sep = " "
+		}
+		fmt.Fprintf(&b, "%d%s", r.Code, sep)
+		if r.Enhanced != "" {
+			b.WriteString(r.Enhanced + " ")
+		}
+		b.WriteString(l)
+	}
+	return b.String()
 }
 
 // replyError passes a backend reply on as go-smtp's error type. go-smtp
