@@ -233,7 +233,7 @@ func Default() *Config {
 			CommandTimeout:      Duration(5 * time.Minute),
 			DataTimeout:         Duration(10 * time.Minute),
 			WriteTimeout:        Duration(time.Minute),
-			SessionTimeout:      Duration(time.Hour),
+			SessionTimeout:      Duration(20 * time.Minute),
 			ShutdownTimeout:     Duration(30 * time.Second),
 		},
 		Backend: Backend{

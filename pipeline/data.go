@@ -26,14 +26,24 @@ type Prepared struct {
 
 // Reader returns the message as the backend gets it, after what the
 // caller puts in front (its Received field).
+//
+// A message whose first line begins with a space or tab would continue the
+// last header field we put on top (and could write into our
+// Authentication-Results); like Postfix, we put an empty line between, so
+// that such a message is all body.
 func (m *Prepared) Reader(spool *message.Spool, first []byte) io.Reader {
+	var b [1]byte
+	var sep []byte
+	if n, _ := spool.Reader().ReadAt(b[:], 0); n == 1 && (b[0] == ' ' || b[0] == '\t') {
+		sep = []byte("\r\n")
+	}
 	if m.Header == nil {
-		return io.MultiReader(bytes.NewReader(first), spool.Reader())
+		return io.MultiReader(bytes.NewReader(first), bytes.NewReader(sep), spool.Reader())
 	}
 	var h bytes.Buffer
 	h.Grow(int(m.Header.Len()))
 	m.Header.WriteTo(&h)
-	return io.MultiReader(bytes.NewReader(first), bytes.NewReader(m.Prepend), &h,
+	return io.MultiReader(bytes.NewReader(first), bytes.NewReader(m.Prepend), bytes.NewReader(sep), &h,
 		io.NewSectionReader(spool.Reader(), m.Body, spool.Size()-m.Body))
 }
 

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +24,12 @@ type clientConn struct {
 	early []byte // what an early talker sent during the greeting, replayed to go-smtp
 	state *connState
 
+	// readTimedOut: a read hit its deadline. Every later read fails at once:
+	// go-smtp would otherwise go back to reading commands, and the rest of
+	// a message cut off by data_timeout would run as SMTP commands (a
+	// smuggling path), or a half-sent command line would be taken whole.
+	readTimedOut atomic.Pointer[error]
+
 	closeOnce sync.Once
 	onClose   func(*clientConn)
 }
@@ -32,7 +40,14 @@ func (c *clientConn) Read(p []byte) (int, error) {
 		c.early = c.early[n:]
 		return n, nil
 	}
-	return c.Conn.Read(p)
+	if err := c.readTimedOut.Load(); err != nil {
+		return 0, *err // the same net.Error: go-smtp answers "421 4.4.2 Idle timeout"
+	}
+	n, err := c.Conn.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		c.readTimedOut.Store(&err)
+	}
+	return n, err
 }
 
 func (c *clientConn) Close() error {
@@ -47,10 +62,14 @@ func (c *clientConn) Close() error {
 }
 
 // writeAndClose sends a last reply and hangs up, for refusals that drop the
-// connection.
-func (c *clientConn) writeAndClose(reply string, timeout time.Duration) {
-	c.Conn.SetWriteDeadline(time.Now().Add(timeout))
-	c.Conn.Write([]byte(reply + "\r\n"))
+// connection. The reply goes through w: the TLS layer after STARTTLS, or
+// nil for the connection itself.
+func (c *clientConn) writeAndClose(w net.Conn, reply string, timeout time.Duration) {
+	if w == nil {
+		w = c.Conn
+	}
+	w.SetWriteDeadline(time.Now().Add(timeout))
+	w.Write([]byte(reply + "\r\n"))
 	c.Close()
 }
 
@@ -76,7 +95,7 @@ type connState struct {
 
 	timer    *time.Timer // session_timeout
 	timedOut atomic.Bool
-	hangup   string // the stage in which the client hung up, if it did
+	hangup   string // the stage in which the client hung up, if it did (under mu)
 
 	mu  sync.Mutex
 	tls bool
@@ -85,6 +104,12 @@ type connState struct {
 	rcpts             int
 	lastReply         string
 	would             map[string]bool // "would refuse" lines already logged
+}
+
+func (st *connState) setHangup(stage string) {
+	st.mu.Lock()
+	st.hangup = stage
+	st.mu.Unlock()
 }
 
 // smtpError converts a decision's reply into what go-smtp writes back. It

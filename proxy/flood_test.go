@@ -370,13 +370,12 @@ func raceEnabled() bool {
 // that sends its message a byte at a time is cut by data_timeout, and
 // nothing of it reaches the backend. A good client is served meanwhile.
 //
-// KNOWN BUG (docs/reliability.md): after a read timeout go-smtp runs the
-// partial line as a command (bufio.Reader.ReadLine hands it over without
-// the error) and reads on, and after data_timeout it reads the rest of the
-// message as commands; so today a slow line or a slow message is cut only
-// by session_timeout (or go-smtp's limit of protocol errors). That bound is
-// asserted always; the command_timeout and data_timeout cuts with
-// MXGUARD_KNOWN_BUGS=1.
+// This found a bug (docs/reliability.md): after a read timeout go-smtp read
+// on, so a slow line or message was cut only by session_timeout. A read
+// timeout is now final (proxy/conn.go): the slow line gets 421 after
+// command_timeout, the slow message 451 and 421 after data_timeout. (The
+// partial line is still handed to go-smtp as a command first: bufio gives
+// it without the error; it can only be a fragment, which fails to parse.)
 func TestFloodSlowloris(t *testing.T) {
 	per := max(20, floodSize(t, floodDefault)/50) // clients of each kind
 	const cmdTimeout, sessTimeout, dataTimeout = time.Second, 4 * time.Second, 2 * time.Second
@@ -478,7 +477,7 @@ func TestFloodSlowloris(t *testing.T) {
 			if r.elapsed < cmdTimeout || r.elapsed > sessTimeout+slack {
 				t.Errorf("slow line: cut after %v with %q, want command_timeout %v, at worst session_timeout %v", r.elapsed, r.replies, cmdTimeout, sessTimeout)
 			}
-			if knownBugs() && (r.elapsed > sessTimeout-time.Second || !strings.HasPrefix(last, "421 ") || !strings.Contains(last, "timeout")) {
+			if r.elapsed > sessTimeout-time.Second || !strings.HasPrefix(last, "421 ") || !strings.Contains(last, "timeout") {
 				t.Errorf("slow line: cut after %v with %q, want 421 timeout after about %v", r.elapsed, r.replies, cmdTimeout)
 			}
 		case "talker":
@@ -489,7 +488,7 @@ func TestFloodSlowloris(t *testing.T) {
 			if r.elapsed < dataTimeout || r.elapsed > sessTimeout+slack || len(r.replies) == 0 || !strings.HasPrefix(r.replies[0], "451 ") {
 				t.Errorf("slow message: cut after %v with %q, want 451 after data_timeout %v and the end by session_timeout", r.elapsed, r.replies, dataTimeout)
 			}
-			if knownBugs() && (r.elapsed > sessTimeout-time.Second || !strings.HasPrefix(last, "421 ")) {
+			if r.elapsed > sessTimeout-time.Second || !strings.HasPrefix(last, "421 ") {
 				t.Errorf("slow message: cut after %v with %q, want 451 and 421 after data_timeout %v", r.elapsed, r.replies, dataTimeout)
 			}
 		}
@@ -759,15 +758,10 @@ func TestFloodEndlessData(t *testing.T) {
 // SIGTERM in the middle of an idle flood: the connections still in the
 // greeting get 421 4.3.2 and are closed, and every slot is released.
 //
-// KNOWN BUG (docs/reliability.md): when such a client hangs up at the same
-// moment, greet (greeting.go:41 and :60) writes connState.hangup without
-// connState.mu while Shutdown's goroutine logs the session line, which
-// reads it (log.go:101): a data race. Run with -race and
-// MXGUARD_KNOWN_BUGS=1 to see it.
+// This found a data race (docs/reliability.md): a hang-up in the greeting
+// wrote connState.hangup without its lock while Shutdown's goroutine logged
+// the session line. Fixed (connState.setHangup); run with -race.
 func TestFloodShutdownDuringGreeting(t *testing.T) {
-	if !knownBugs() {
-		t.Skip("known bug: data race on connState.hangup between a hang-up in the greeting and Shutdown (set MXGUARD_KNOWN_BUGS=1, run with -race)")
-	}
 	n := max(200, floodSize(t, floodDefault)/10)
 	h := floodHarness(t, func(c *config.Config) {
 		c.Limits.MaxConnections = n + 10

@@ -30,7 +30,7 @@ func (s *Server) greet(cc *clientConn) bool {
 		return s.connected(cc, false)
 	}
 	if !s.trackGreeting(cc, true) {
-		cc.writeAndClose("421 4.3.2 Service shutting down, try again later", time.Second)
+		cc.writeAndClose(nil, "421 4.3.2 Service shutting down, try again later", time.Second)
 		return false
 	}
 
@@ -38,7 +38,7 @@ func (s *Server) greet(cc *clientConn) bool {
 		cc.Conn.SetWriteDeadline(time.Now().Add(cfg.Limits.WriteTimeout.D()))
 		if _, err := cc.Conn.Write([]byte("220-" + cfg.Hostname + " ESMTP\r\n")); err != nil {
 			s.trackGreeting(cc, false)
-			st.hangup = "greeting"
+			st.setHangup("greeting")
 			cc.Close()
 			return false
 		}
@@ -57,7 +57,7 @@ func (s *Server) greet(cc *clientConn) bool {
 		// A patient client, or one a DNS allowlist let go early.
 		return s.connected(cc, true)
 	default:
-		st.hangup = "greeting"
+		st.setHangup("greeting")
 		cc.Close()
 		return false
 	}
@@ -73,7 +73,7 @@ func (s *Server) connected(cc *clientConn, waited bool) bool {
 		return true
 	}
 	s.refuse(st, d, "", "")
-	cc.writeAndClose(d.Reply.String(), st.rt.Cfg.Limits.WriteTimeout.D())
+	cc.writeAndClose(nil, d.Reply.String(), st.rt.Cfg.Limits.WriteTimeout.D())
 	return false
 }
 

@@ -141,7 +141,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		l.Close()
 	}
 	for cc := range s.greeting {
-		go cc.writeAndClose("421 4.3.2 Service shutting down, try again later", time.Second)
+		go cc.writeAndClose(nil, "421 4.3.2 Service shutting down, try again later", time.Second)
 	}
 	fronts := s.fronts
 	s.mu.Unlock()
@@ -288,7 +288,7 @@ func (s *Server) handoff(cc *clientConn) {
 		f, closing := s.front, s.closing
 		s.mu.Unlock()
 		if closing {
-			cc.writeAndClose("421 4.3.2 Service shutting down, try again later", time.Second)
+			cc.writeAndClose(nil, "421 4.3.2 Service shutting down, try again later", time.Second)
 			return
 		}
 		if f.ln.push(cc) {

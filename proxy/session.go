@@ -78,7 +78,7 @@ func (se *session) apply(d pipeline.Decision, rcpt string) error {
 	}
 	se.srv.refuse(se.st, d, se.from, rcpt)
 	if d.Action == rules.Drop {
-		se.cc.writeAndClose(d.Reply.String(), se.rt.Cfg.Limits.WriteTimeout.D())
+		se.cc.writeAndClose(se.c.Conn(), d.Reply.String(), se.rt.Cfg.Limits.WriteTimeout.D())
 	}
 	return smtpError(d.Reply)
 }
@@ -271,7 +271,7 @@ func (se *session) backendError(stage string, err error) error {
 			se.closeBackend()
 			se.srv.log.Warn("backend closed the session", "session", se.st.id, "client", se.st.client.String(),
 				"stage", re.Stage, "reply", re.Reply.String())
-			se.cc.writeAndClose(replyText(re.Reply), se.rt.Cfg.Limits.WriteTimeout.D())
+			se.cc.writeAndClose(se.c.Conn(), replyText(re.Reply), se.rt.Cfg.Limits.WriteTimeout.D())
 			return replyError(re.Reply)
 		}
 		if re.Stage == backend.StageGreeting || re.Stage == backend.StageXCLIENT {

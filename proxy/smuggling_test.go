@@ -253,14 +253,10 @@ func TestSmugglingCRBeforeEndOfData(t *testing.T) {
 // Both paths: the message within max_message_size (451 after the timeout)
 // and over it (552, go-smtp discarding the rest until the deadline).
 //
-// KNOWN BUG (see docs/reliability.md, "SMTP smuggling"): go-smtp replies
-// and goes back to reading commands; mxguard does not hang up. Skipped
-// unless MXGUARD_KNOWN_BUGS=1, until proxy/conn.go makes a read timeout
-// final.
+// This was a bug (docs/reliability.md, "SMTP smuggling"): go-smtp replied
+// and went back to reading commands. A read timeout is now final: every
+// later read fails, and go-smtp hangs up (proxy/conn.go).
 func TestSmugglingAfterDataTimeout(t *testing.T) {
-	if !knownBugs() {
-		t.Skip("known bug: a data_timeout mid-DATA leaves the session open and the rest of the message is read as commands (set MXGUARD_KNOWN_BUGS=1)")
-	}
 	for _, tc := range []struct {
 		name string
 		size int64
@@ -408,12 +404,9 @@ func injectionCases(t *testing.T, h *harness) {
 // Received header and inserts an empty line before such a message (which
 // then has no header, only a body).
 //
-// KNOWN BUG (docs/reliability.md, "Hostile input"): mxguard passes the line
-// on as it is. Skipped unless MXGUARD_KNOWN_BUGS=1.
+// This was a bug (docs/reliability.md, "Hostile input"); the empty line is
+// now put in (pipeline/data.go, Prepared.Reader).
 func TestInjectionLeadingWhitespace(t *testing.T) {
-	if !knownBugs() {
-		t.Skip("known bug: a message starting with white space continues mxguard's last header field (set MXGUARD_KNOWN_BUGS=1)")
-	}
 	for _, score := range []string{"X-Spam-Score", ""} {
 		t.Run("score_header="+score, func(t *testing.T) {
 			h := newHarness(t, harnessOpt{cfg: func(c *config.Config) { c.Headers.ScoreHeader = score }})
