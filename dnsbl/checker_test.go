@@ -1,7 +1,6 @@
 package dnsbl
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/internal/dnsfixture"
+	"github.com/mxguard/mxguard/internal/smtptest"
 	"github.com/mxguard/mxguard/resolver"
 )
 
@@ -101,23 +101,8 @@ var listConfig = Config{
 	Timeout:            time.Second,
 }
 
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the shared goroutine-safe buffer.
+type syncBuffer struct{ smtptest.SyncBuffer }
 
 // count counts the log lines holding all of words.
 func (s *syncBuffer) count(words ...string) int {

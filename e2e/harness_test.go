@@ -9,14 +9,12 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/textproto"
 	"os"
 	"strings"
 	"sync"
@@ -28,6 +26,7 @@ import (
 	"github.com/mxguard/mxguard/config"
 	"github.com/mxguard/mxguard/internal/dnsfixture"
 	"github.com/mxguard/mxguard/internal/realmta"
+	"github.com/mxguard/mxguard/internal/smtptest"
 	"github.com/mxguard/mxguard/proxy"
 	"github.com/mxguard/mxguard/reputation"
 	"github.com/mxguard/mxguard/resolver"
@@ -114,96 +113,47 @@ func startMxguard(t *testing.T, backend string, identity config.Identity) *mxgua
 	return m
 }
 
-// client is a raw SMTP client: it says exactly what a test wants it to.
-type client struct {
-	t    *testing.T
-	conn net.Conn
-	tp   *textproto.Reader
-}
+// client is the shared raw SMTP client, with what these tests add.
+type client struct{ *smtptest.Client }
 
 // dial connects to addr from the client address; a non-nil proxyHeader
 // (PROXY v1/v2) is sent first, as mxguard would for this client.
 func dial(t *testing.T, addr string, proxyVersion byte) *client {
 	t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(clientIP)}}
-	conn, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	c := &client{smtptest.Dial(t, addr, clientIP)}
 	if proxyVersion != 0 {
-		h := proxyproto.HeaderProxyFromAddrs(proxyVersion, conn.LocalAddr(), conn.RemoteAddr())
-		if _, err := h.WriteTo(conn); err != nil {
+		h := proxyproto.HeaderProxyFromAddrs(proxyVersion, c.Conn.LocalAddr(), c.Conn.RemoteAddr())
+		if _, err := h.WriteTo(c.Conn); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return &client{t: t, conn: conn, tp: textproto.NewReader(bufio.NewReader(conn))}
+	return c
 }
 
 // greeted dials mxguard (or a backend directly) and reads the banner.
 func greeted(t *testing.T, addr string, proxyVersion byte) *client {
 	t.Helper()
 	c := dial(t, addr, proxyVersion)
-	c.expect(220)
+	c.Expect(220)
 	return c
 }
 
 // port is the client's own source port.
-func (c *client) port() int { return c.conn.LocalAddr().(*net.TCPAddr).Port }
-
-// reply reads one (multi-line) reply: its code and text lines joined by \n.
-func (c *client) reply() (int, string) {
-	c.t.Helper()
-	code, msg, err := c.tp.ReadResponse(0)
-	if err != nil && code == 0 {
-		c.t.Fatalf("reading reply: %v", err)
-	}
-	return code, msg
-}
-
-func (c *client) expect(code int) string {
-	c.t.Helper()
-	got, msg := c.reply()
-	if got != code {
-		c.t.Fatalf("got %d %q, want %d", got, msg, code)
-	}
-	return msg
-}
-
-func (c *client) send(line string) {
-	c.t.Helper()
-	if _, err := fmt.Fprintf(c.conn, "%s\r\n", line); err != nil {
-		c.t.Fatalf("send %q: %v", line, err)
-	}
-}
+func (c *client) port() int { return c.Conn.LocalAddr().(*net.TCPAddr).Port }
 
 // do sends a command and returns the reply.
 func (c *client) do(line string) reply {
-	c.t.Helper()
-	c.send(line)
-	code, text := c.reply()
+	c.T.Helper()
+	c.Send(line)
+	code, text := c.Reply()
 	return reply{code, text}
-}
-
-func (c *client) cmd(line string, code int) string {
-	c.t.Helper()
-	r := c.do(line)
-	if r.code != code {
-		c.t.Fatalf("%s: got %v, want %d", line, r, code)
-	}
-	return r.text
 }
 
 // data sends DATA, the message (dot-stuffed here) and the final dot, and
 // returns the reply to the dot.
 func (c *client) data(msg []byte) reply {
-	c.t.Helper()
-	c.cmd("DATA", 354)
-	if _, err := c.conn.Write(dotStuff(msg)); err != nil {
-		c.t.Fatal(err)
-	}
-	code, text := c.reply()
+	c.T.Helper()
+	code, text := c.Data(msg)
 	return reply{code, text}
 }
 
@@ -213,22 +163,6 @@ type reply struct {
 }
 
 func (r reply) String() string { return fmt.Sprintf("%d %q", r.code, r.text) }
-
-// dotStuff encodes a message (CRLF line ends) for DATA.
-func dotStuff(msg []byte) []byte {
-	var b bytes.Buffer
-	for _, l := range bytes.SplitAfter(msg, []byte("\r\n")) {
-		if len(l) > 0 && l[0] == '.' {
-			b.WriteByte('.')
-		}
-		b.Write(l)
-	}
-	if len(msg) > 0 && !bytes.HasSuffix(msg, []byte("\r\n")) {
-		b.WriteString("\r\n")
-	}
-	b.WriteString(".\r\n")
-	return b.Bytes()
-}
 
 // toLF is how both MTAs store a message: LF line ends.
 func toLF(b []byte) []byte { return bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n")) }

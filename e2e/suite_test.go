@@ -88,11 +88,11 @@ func runSuite(t *testing.T, b backend) {
 func sendThrough(t *testing.T, mx *mxguard, subject string) (*client, reply) {
 	t.Helper()
 	c := greeted(t, mx.addr, 0)
-	c.cmd("EHLO "+clientHELO, 250)
-	c.cmd("MAIL FROM:<alice@good.test> BODY=8BITMIME", 250)
-	c.cmd("RCPT TO:<bob@"+domain+">", 250)
+	c.Cmd("EHLO "+clientHELO, 250)
+	c.Cmd("MAIL FROM:<alice@good.test> BODY=8BITMIME", 250)
+	c.Cmd("RCPT TO:<bob@"+domain+">", 250)
 	r := c.data(testMessage(subject))
-	c.cmd("QUIT", 221)
+	c.Cmd("QUIT", 221)
 	return c, r
 }
 
@@ -199,19 +199,19 @@ func testBackendRefusals(t *testing.T, mx *mxguard, b backend) {
 		rcpt string // for the log check
 	}{
 		{"unknown_user", func(c *client, sender string) reply {
-			c.cmd("MAIL FROM:<"+sender+">", 250)
+			c.Cmd("MAIL FROM:<"+sender+">", 250)
 			return c.do("RCPT TO:<nobody@" + domain + ">")
 		}, "nobody@" + domain},
 		{"relay_denied", func(c *client, sender string) reply {
-			c.cmd("MAIL FROM:<"+sender+">", 250)
+			c.Cmd("MAIL FROM:<"+sender+">", 250)
 			return c.do("RCPT TO:<someone@elsewhere.test>")
 		}, "someone@elsewhere.test"},
 		{"size_declared_at_mail", func(c *client, sender string) reply {
 			return c.do(fmt.Sprintf("MAIL FROM:<%s> SIZE=%d", sender, 2*backendSizeLimit))
 		}, ""},
 		{"size_at_end_of_data", func(c *client, sender string) reply {
-			c.cmd("MAIL FROM:<"+sender+">", 250)
-			c.cmd("RCPT TO:<bob@"+domain+">", 250)
+			c.Cmd("MAIL FROM:<"+sender+">", 250)
+			c.Cmd("RCPT TO:<bob@"+domain+">", 250)
 			return c.data(big)
 		}, ""},
 	}
@@ -219,9 +219,9 @@ func testBackendRefusals(t *testing.T, mx *mxguard, b backend) {
 		t.Run(tc.name, func(t *testing.T) {
 			talk := func(addr string, proxyVersion byte, sender string) (reply, *client) {
 				c := greeted(t, addr, proxyVersion)
-				c.cmd("EHLO "+clientHELO, 250)
+				c.Cmd("EHLO "+clientHELO, 250)
 				r := tc.run(c, sender)
-				c.cmd("QUIT", 221)
+				c.Cmd("QUIT", 221)
 				return r, c
 			}
 			directSender := marker("direct") + "@good.test"
@@ -250,13 +250,13 @@ func testOwnRefusal(t *testing.T, mx *mxguard, b backend) {
 	before := b.connections(b.log())
 	sender := marker("refused") + "@good.test"
 	c := greeted(t, mx.addr, 0)
-	c.cmd("EHLO localhost", 250)
-	c.cmd("MAIL FROM:<"+sender+">", 250)
+	c.Cmd("EHLO localhost", 250)
+	c.Cmd("MAIL FROM:<"+sender+">", 250)
 	r := c.do("RCPT TO:<bob@" + domain + ">")
 	if r.code != 550 || !strings.HasPrefix(r.text, "5.5.2 ") {
 		t.Errorf("RCPT after HELO localhost: %v, want mxguard's 550 5.5.2", r)
 	}
-	c.cmd("QUIT", 221)
+	c.Cmd("QUIT", 221)
 	mx.logs.wait(t, "refused", map[string]string{"rule": "helo.localhost", "from": sender})
 
 	// A good session after it: once its message is in, the backend has

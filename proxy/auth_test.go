@@ -77,7 +77,7 @@ func signed(t *testing.T, key ed25519.PrivateKey, msg string) []byte {
 func TestInboundProxyProtocol(t *testing.T) {
 	h, _ := authHarness(t, nil)
 	c := h.greetedAs("192.0.2.8")
-	c.sendMail("[192.0.2.8]", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
+	c.SendMail("[192.0.2.8]", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
 	got, err := h.sink.WaitMessages(1, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -87,15 +87,15 @@ func TestInboundProxyProtocol(t *testing.T) {
 	}
 	// Not a load balancer: its PROXY line is the client talking first.
 	c = h.dial("127.0.0.2")
-	c.conn.Write([]byte("PROXY TCP4 192.0.2.77 127.0.0.1 1 25\r\n"))
-	c.r.ReadString('\n') // bait
-	if code, _ := c.reply(); code != 554 {
+	c.Conn.Write([]byte("PROXY TCP4 192.0.2.77 127.0.0.1 1 25\r\n"))
+	c.R.ReadString('\n') // bait
+	if code, _ := c.Reply(); code != 554 {
 		t.Errorf("PROXY line from a non-balancer got %d, want the pregreet 554", code)
 	}
 	// A load balancer that sends no header is cut off.
 	c = h.dial("127.0.0.1")
-	c.conn.Write([]byte("EHLO x\r\n"))
-	if !c.closed() {
+	c.Conn.Write([]byte("EHLO x\r\n"))
+	if !c.Closed() {
 		t.Error("load balancer connection without PROXY header stays open")
 	}
 }
@@ -103,10 +103,10 @@ func TestInboundProxyProtocol(t *testing.T) {
 func TestDNSBLRefusal(t *testing.T) {
 	h, _ := authHarness(t, nil)
 	c := h.greetedAs("192.0.2.7")
-	c.cmd("EHLO [192.0.2.7]", 250)
-	c.cmd("MAIL FROM:<alice@good.test>", 250)
-	c.send("RCPT TO:<bob@mxguard.test>")
-	code, text := c.reply()
+	c.Cmd("EHLO [192.0.2.7]", 250)
+	c.Cmd("MAIL FROM:<alice@good.test>", 250)
+	c.Send("RCPT TO:<bob@mxguard.test>")
+	code, text := c.Reply()
 	if code != 554 || text != "5.7.1 Service unavailable; client [192.0.2.7] blocked using bl.test (dnsbl)" {
 		t.Errorf("listed client: %d %q", code, text)
 	}
@@ -128,7 +128,7 @@ func TestDNSBLRefusal(t *testing.T) {
 	}
 	// An unlisted client is served.
 	c = h.greetedAs("192.0.2.8")
-	c.sendMail("[192.0.2.8]", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
+	c.SendMail("[192.0.2.8]", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
 }
 
 // A DNSWL-allowlisted client does not wait for the banner.
@@ -139,7 +139,7 @@ func TestDNSWLSkipsGreeting(t *testing.T) {
 	if d := time.Since(start); d > 1500*time.Millisecond {
 		t.Errorf("allowlisted client waited %v for the banner", d)
 	}
-	c.sendMail("[192.0.2.9]", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
+	c.SendMail("[192.0.2.9]", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
 	start = time.Now()
 	h.greetedAs("192.0.2.8")
 	if d := time.Since(start); d < 2900*time.Millisecond {
@@ -150,10 +150,10 @@ func TestDNSWLSkipsGreeting(t *testing.T) {
 func TestRHSBLSender(t *testing.T) {
 	h, _ := authHarness(t, nil)
 	c := h.greetedAs("192.0.2.8")
-	c.cmd("EHLO [192.0.2.8]", 250)
-	c.cmd("MAIL FROM:<alice@spam.example>", 250)
-	c.send("RCPT TO:<bob@mxguard.test>")
-	if code, text := c.reply(); code != 554 || !strings.Contains(text, "blocked using dbl.test (rhsbl)") {
+	c.Cmd("EHLO [192.0.2.8]", 250)
+	c.Cmd("MAIL FROM:<alice@spam.example>", 250)
+	c.Send("RCPT TO:<bob@mxguard.test>")
+	if code, text := c.Reply(); code != 554 || !strings.Contains(text, "blocked using dbl.test (rhsbl)") {
 		t.Errorf("listed sender domain: %d %q", code, text)
 	}
 }
@@ -168,10 +168,10 @@ func TestSPFRefusals(t *testing.T) {
 		{"alice@flaky.test", "451 4.7.24 SPF validation error, try again later"},
 	} {
 		c := h.greetedAs("192.0.2.8")
-		c.cmd("EHLO [192.0.2.8]", 250)
-		c.cmd("MAIL FROM:<"+tc.from+">", 250)
-		c.send("RCPT TO:<bob@mxguard.test>")
-		if code, text := c.reply(); fmtReply(code, text)[:len(tc.reply)] != tc.reply {
+		c.Cmd("EHLO [192.0.2.8]", 250)
+		c.Cmd("MAIL FROM:<"+tc.from+">", 250)
+		c.Send("RCPT TO:<bob@mxguard.test>")
+		if code, text := c.Reply(); fmtReply(code, text)[:len(tc.reply)] != tc.reply {
 			t.Errorf("%s: %d %q, want %s", tc.from, code, text, tc.reply)
 		}
 	}
@@ -186,7 +186,7 @@ func TestAuthenticationResults(t *testing.T) {
 	msg = append([]byte("Authentication-Results: mx.mxguard.test; dkim=pass header.d=bank.example\r\n"+
 		"Authentication-Results: relay.example; spf=pass smtp.mailfrom=x@relay.example\r\n"), msg...)
 	c := h.greetedAs("192.0.2.8")
-	c.sendMail("[192.0.2.8]", "alice@signer.test", []string{"bob@mxguard.test"}, msg)
+	c.SendMail("[192.0.2.8]", "alice@signer.test", []string{"bob@mxguard.test"}, msg)
 	got, err := h.sink.WaitMessages(1, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -221,16 +221,16 @@ func TestAuthenticationResults(t *testing.T) {
 func TestDMARCReject(t *testing.T) {
 	h, _ := authHarness(t, nil)
 	c := h.greetedAs("192.0.2.8")
-	c.cmd("EHLO [192.0.2.8]", 250)
-	c.cmd("MAIL FROM:<bounce@good.test>", 250)
-	c.cmd("RCPT TO:<bob@mxguard.test>", 250)
-	text := c.data([]byte("From: ceo@signer.test\r\nSubject: wire money\r\n\r\nnow\r\n"), 550)
+	c.Cmd("EHLO [192.0.2.8]", 250)
+	c.Cmd("MAIL FROM:<bounce@good.test>", 250)
+	c.Cmd("RCPT TO:<bob@mxguard.test>", 250)
+	text := c.DataExpect([]byte("From: ceo@signer.test\r\nSubject: wire money\r\n\r\nnow\r\n"), 550)
 	if !strings.Contains(text, "DMARC") || !strings.HasSuffix(text, "(dmarc.reject)") {
 		t.Errorf("DMARC reply %q", text)
 	}
-	c.cmd("MAIL FROM:<bounce@good.test>", 250)
-	c.cmd("RCPT TO:<bob@mxguard.test>", 250)
-	c.data([]byte("From: a@good.test, b@good.test\r\nSubject: two\r\n\r\nx\r\n"), 550)
+	c.Cmd("MAIL FROM:<bounce@good.test>", 250)
+	c.Cmd("RCPT TO:<bob@mxguard.test>", 250)
+	c.DataExpect([]byte("From: a@good.test, b@good.test\r\nSubject: two\r\n\r\nx\r\n"), 550)
 	if n := len(h.sink.Messages()); n != 0 {
 		t.Errorf("backend stored %d messages", n)
 	}
@@ -247,7 +247,7 @@ func TestSpillToDisk(t *testing.T) {
 	body := strings.Repeat("spilled line of a large message\r\n", 10000)
 	msg := []byte("From: alice@good.test\r\nSubject: big\r\n\r\n" + body)
 	c := h.greeted("127.0.0.2")
-	c.sendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, msg)
+	c.SendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, msg)
 	got, err := h.sink.WaitMessages(1, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)

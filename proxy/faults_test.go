@@ -14,9 +14,9 @@ func TestBackendDown(t *testing.T) {
 	h := newHarness(t, harnessOpt{})
 	h.sink.Close()
 	c := h.greeted("127.0.0.2")
-	c.cmd("EHLO mail.good.test", 250)
-	c.send("MAIL FROM:<alice@good.test>")
-	if code, text := c.reply(); code != 451 || !contains(text, "4.4.1") {
+	c.Cmd("EHLO mail.good.test", 250)
+	c.Send("MAIL FROM:<alice@good.test>")
+	if code, text := c.Reply(); code != 451 || !contains(text, "4.4.1") {
 		t.Errorf("MAIL with the backend down got %d %q", code, text)
 	}
 }
@@ -45,14 +45,14 @@ func TestBackendCutMidData(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, harnessOpt{sink: func(s *mailsink.Server) { s.Policy = tc.policy }})
 			c := h.greeted("127.0.0.2")
-			c.cmd("EHLO mail.good.test", 250)
-			c.cmd("MAIL FROM:<alice@good.test>", 250)
-			c.cmd("RCPT TO:<bob@mxguard.test>", 250)
-			c.data([]byte("From: alice@good.test\r\nSubject: x\r\n\r\n"+strings.Repeat(strings.Repeat("b", 998)+"\r\n", 100)), 451)
+			c.Cmd("EHLO mail.good.test", 250)
+			c.Cmd("MAIL FROM:<alice@good.test>", 250)
+			c.Cmd("RCPT TO:<bob@mxguard.test>", 250)
+			c.DataExpect([]byte("From: alice@good.test\r\nSubject: x\r\n\r\n"+strings.Repeat(strings.Repeat("b", 998)+"\r\n", 100)), 451)
 			if n := len(h.sink.Messages()); n != 0 {
 				t.Fatalf("backend stored %d messages after failing", n)
 			}
-			c.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: again\r\n\r\nx\r\n"))
+			c.SendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: again\r\n\r\nx\r\n"))
 			if _, err := h.sink.WaitMessages(1, 5*time.Second); err != nil {
 				t.Fatal(err)
 			}
@@ -69,11 +69,11 @@ func TestBackendStall(t *testing.T) {
 	}})
 	h.srv.rt.Load().Backend.CommandTimeout = 300 * time.Millisecond
 	c := h.greeted("127.0.0.2")
-	c.cmd("EHLO mail.good.test", 250)
-	c.cmd("MAIL FROM:<alice@good.test>", 250)
+	c.Cmd("EHLO mail.good.test", 250)
+	c.Cmd("MAIL FROM:<alice@good.test>", 250)
 	start := time.Now()
-	c.send("RCPT TO:<bob@mxguard.test>")
-	if code, text := c.reply(); code != 451 || !contains(text, "4.4.2") {
+	c.Send("RCPT TO:<bob@mxguard.test>")
+	if code, text := c.Reply(); code != 451 || !contains(text, "4.4.2") {
 		t.Errorf("RCPT to a stalled backend got %d %q", code, text)
 	}
 	if d := time.Since(start); d > 3*time.Second {
@@ -85,12 +85,12 @@ func TestBackendStall(t *testing.T) {
 func TestClientGoneMidData(t *testing.T) {
 	h := newHarness(t, harnessOpt{})
 	c := h.greeted("127.0.0.2")
-	c.cmd("EHLO mail.good.test", 250)
-	c.cmd("MAIL FROM:<alice@good.test>", 250)
-	c.cmd("RCPT TO:<bob@mxguard.test>", 250)
-	c.cmd("DATA", 354)
-	c.conn.Write([]byte("From: alice@good.test\r\nSubject: half\r\n\r\nhalf a message"))
-	c.conn.Close()
+	c.Cmd("EHLO mail.good.test", 250)
+	c.Cmd("MAIL FROM:<alice@good.test>", 250)
+	c.Cmd("RCPT TO:<bob@mxguard.test>", 250)
+	c.Cmd("DATA", 354)
+	c.Conn.Write([]byte("From: alice@good.test\r\nSubject: half\r\n\r\nhalf a message"))
+	c.Conn.Close()
 	h.logs.wait(t, "session", 1)
 	time.Sleep(100 * time.Millisecond)
 	if n := len(h.sink.Messages()); n != 0 {
@@ -120,13 +120,13 @@ func TestBackendRefusesDataCommand(t *testing.T) {
 		}}
 	}})
 	c := h.greeted("127.0.0.2")
-	c.cmd("EHLO mail.good.test", 250)
-	c.cmd("MAIL FROM:<alice@good.test>", 250)
-	c.cmd("RCPT TO:<bob@mxguard.test>", 250)
-	if text := c.data([]byte("From: alice@good.test\r\nSubject: 1\r\n\r\nx\r\n"), 451); !strings.Contains(text, "queue file write error") {
+	c.Cmd("EHLO mail.good.test", 250)
+	c.Cmd("MAIL FROM:<alice@good.test>", 250)
+	c.Cmd("RCPT TO:<bob@mxguard.test>", 250)
+	if text := c.DataExpect([]byte("From: alice@good.test\r\nSubject: 1\r\n\r\nx\r\n"), 451); !strings.Contains(text, "queue file write error") {
 		t.Errorf("DATA refusal not passed on: %q", text)
 	}
-	c.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: 2\r\n\r\nx\r\n"))
+	c.SendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: 2\r\n\r\nx\r\n"))
 	if _, err := h.sink.WaitMessages(1, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -141,12 +141,12 @@ func TestBackend421(t *testing.T) {
 		}}
 	}})
 	c := h.greeted("127.0.0.2")
-	c.cmd("EHLO mail.good.test", 250)
-	c.send("MAIL FROM:<alice@good.test>")
-	if code, text := c.reply(); code != 421 || text != "4.3.2 Service shutting down" {
+	c.Cmd("EHLO mail.good.test", 250)
+	c.Send("MAIL FROM:<alice@good.test>")
+	if code, text := c.Reply(); code != 421 || text != "4.3.2 Service shutting down" {
 		t.Errorf("MAIL got %d %q, want the backend's 421", code, text)
 	}
-	if !c.closed() {
+	if !c.Closed() {
 		t.Error("the client connection stays open after the backend's 421")
 	}
 }
@@ -160,9 +160,9 @@ func TestBackendConnectionRedial(t *testing.T) {
 		}}
 	}})
 	c := h.greeted("127.0.0.2")
-	c.cmd("EHLO mail.good.test", 250)
+	c.Cmd("EHLO mail.good.test", 250)
 	for i := 0; i < 3; i++ {
-		c.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: again\r\n\r\nx\r\n"))
+		c.SendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: again\r\n\r\nx\r\n"))
 	}
 	if got, err := h.sink.WaitMessages(3, 5*time.Second); err != nil || len(got) != 3 {
 		t.Fatalf("%d messages: %v", len(got), err)

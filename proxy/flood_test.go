@@ -222,11 +222,11 @@ func goodClient(t *testing.T, h *harness, subject string) time.Duration {
 	t.Helper()
 	start := time.Now()
 	c := h.greeted("127.0.0.2")
-	c.t = t
-	c.sendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"},
+	c.T = t
+	c.SendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"},
 		[]byte("From: alice@good.test\r\nSubject: "+subject+"\r\n\r\nserved in the middle of a flood\r\n"))
-	c.cmd("QUIT", 221)
-	c.conn.Close()
+	c.Cmd("QUIT", 221)
+	c.Conn.Close()
 	took := time.Since(start)
 	for _, m := range h.sink.Messages() {
 		if bytes.Contains(m.Data, []byte("Subject: "+subject+"\r\n")) {
@@ -690,41 +690,41 @@ func TestFloodEndlessData(t *testing.T) {
 	line := []byte(strings.Repeat("z", 76) + "\r\n")
 	start := func() *client {
 		c := h.greeted("127.0.0.2")
-		c.t = t
-		c.cmd("EHLO mail.good.test", 250)
-		c.cmd("MAIL FROM:<alice@good.test>", 250)
-		c.cmd("RCPT TO:<bob@mxguard.test>", 250)
-		c.cmd("DATA", 354)
-		c.conn.Write([]byte("From: alice@good.test\r\nSubject: endless\r\n\r\n"))
+		c.T = t
+		c.Cmd("EHLO mail.good.test", 250)
+		c.Cmd("MAIL FROM:<alice@good.test>", 250)
+		c.Cmd("RCPT TO:<bob@mxguard.test>", 250)
+		c.Cmd("DATA", 354)
+		c.Conn.Write([]byte("From: alice@good.test\r\nSubject: endless\r\n\r\n"))
 		return c
 	}
 
 	// Huge, but it ends: 552 at the end, and the session is still in step.
 	c := start()
 	go func() {
-		streamForever(c.conn, bytes.Repeat(line, 1000), 8*size)
-		c.conn.Write([]byte(".\r\n"))
+		streamForever(c.Conn, bytes.Repeat(line, 1000), 8*size)
+		c.Conn.Write([]byte(".\r\n"))
 	}()
-	if code, text := c.reply(); code != 552 || !contains(text, "5.3.4") {
+	if code, text := c.Reply(); code != 552 || !contains(text, "5.3.4") {
 		t.Errorf("8 MiB message over a 1 MiB limit got %d %q, want 552 5.3.4", code, text)
 	}
-	c.cmd("NOOP", 250)
-	c.cmd("QUIT", 221)
+	c.Cmd("NOOP", 250)
+	c.Cmd("QUIT", 221)
 
 	// Endless: the writer goes on until mxguard hangs up.
 	c = start()
 	began := time.Now()
 	var sent atomic.Int64
 	go func() {
-		n, _ := streamForever(c.conn, bytes.Repeat(line, 100), 1<<40)
+		n, _ := streamForever(c.Conn, bytes.Repeat(line, 100), 1<<40)
 		sent.Store(n)
 	}()
 	time.Sleep(dataTimeout / 2)
 	mid := measureMem(h)
 	var replies []string
-	c.conn.SetReadDeadline(time.Now().Add(sessTimeout + 5*time.Second))
+	c.Conn.SetReadDeadline(time.Now().Add(sessTimeout + 5*time.Second))
 	for {
-		code, msg, err := c.tp.ReadResponse(0)
+		code, msg, err := c.TP.ReadResponse(0)
 		if code == 0 && err != nil {
 			if !errors.Is(err, io.EOF) && !isTimeout(err) && !errors.Is(err, syscall.ECONNRESET) {
 				t.Logf("read: %v", err)
@@ -734,7 +734,7 @@ func TestFloodEndlessData(t *testing.T) {
 		replies = append(replies, fmt.Sprintf("%d %s", code, msg))
 	}
 	cut := time.Since(began)
-	c.conn.Close()
+	c.Conn.Close()
 	if len(replies) == 0 || !strings.HasPrefix(replies[0], "552 ") {
 		t.Errorf("endless message: replies %q, want 552 first", replies)
 	}

@@ -1,14 +1,12 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/textproto"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +17,7 @@ import (
 	"github.com/mxguard/mxguard/config"
 	"github.com/mxguard/mxguard/internal/dnsfixture"
 	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/internal/smtptest"
 	"github.com/mxguard/mxguard/reputation"
 	"github.com/mxguard/mxguard/resolver"
 )
@@ -137,26 +136,13 @@ func withRules(t *testing.T, cfg *config.Config, toml string) {
 	cfg.Rules = append(cfg.Rules, p)
 }
 
-// client is a raw SMTP client: it says exactly what a test wants it to.
-type client struct {
-	t    *testing.T
-	conn net.Conn
-	r    *bufio.Reader
-	tp   *textproto.Reader
-}
+// client is the raw SMTP client the tests drive.
+type client = smtptest.Client
 
 // dial connects from source address from (127.0.0.x).
 func (h *harness) dial(from string) *client {
 	h.t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-	conn, err := d.Dial("tcp", h.addr)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.t.Cleanup(func() { conn.Close() })
-	conn.SetDeadline(time.Now().Add(20 * time.Second))
-	r := bufio.NewReader(conn)
-	return &client{t: h.t, conn: conn, r: r, tp: textproto.NewReader(r)}
+	return smtptest.Dial(h.t, h.addr, from)
 }
 
 // dialAs connects through the "load balancer" at 127.0.0.1, whose PROXY
@@ -169,80 +155,22 @@ func (h *harness) dialAs(ip string) *client {
 		fam = "TCP6"
 	}
 	_, port, _ := net.SplitHostPort(h.addr)
-	fmt.Fprintf(c.conn, "PROXY %s %s %s 40000 %s\r\n", fam, ip, strings.Split(h.addr, ":")[0], port)
+	fmt.Fprintf(c.Conn, "PROXY %s %s %s 40000 %s\r\n", fam, ip, strings.Split(h.addr, ":")[0], port)
 	return c
 }
 
 // greetedAs dials as ip and reads the whole banner.
 func (h *harness) greetedAs(ip string) *client {
 	c := h.dialAs(ip)
-	c.expect(220)
+	c.Expect(220)
 	return c
 }
 
 // greeted dials and reads the whole banner.
 func (h *harness) greeted(from string) *client {
 	c := h.dial(from)
-	c.expect(220)
+	c.Expect(220)
 	return c
-}
-
-// reply reads one (multi-line) reply: code and the text lines.
-func (c *client) reply() (int, string) {
-	c.t.Helper()
-	code, msg, err := c.tp.ReadResponse(0)
-	if err != nil && code == 0 {
-		c.t.Fatalf("reading reply: %v", err)
-	}
-	return code, msg
-}
-
-func (c *client) expect(code int) string {
-	c.t.Helper()
-	got, msg := c.reply()
-	if got != code {
-		c.t.Fatalf("got %d %q, want %d", got, msg, code)
-	}
-	return msg
-}
-
-func (c *client) send(line string) {
-	c.t.Helper()
-	if _, err := fmt.Fprintf(c.conn, "%s\r\n", line); err != nil {
-		c.t.Fatalf("send %q: %v", line, err)
-	}
-}
-
-// cmd sends a command and checks the reply code; it returns the text.
-func (c *client) cmd(line string, code int) string {
-	c.t.Helper()
-	c.send(line)
-	got, msg := c.reply()
-	if got != code {
-		c.t.Fatalf("%s: got %d %q, want %d", line, got, msg, code)
-	}
-	return msg
-}
-
-// data sends DATA, the message (dot-stuffed here) and the final dot.
-func (c *client) data(msg []byte, code int) string {
-	c.t.Helper()
-	c.cmd("DATA", 354)
-	if _, err := c.conn.Write(dotStuff(msg)); err != nil {
-		c.t.Fatal(err)
-	}
-	got, text := c.reply()
-	if got != code {
-		c.t.Fatalf("end of data: got %d %q, want %d", got, text, code)
-	}
-	return text
-}
-
-// closed reports whether the server hung up (reads EOF soon).
-func (c *client) closed() bool {
-	c.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
-	_, err := c.r.ReadByte()
-	return err != nil && !isTimeout(err)
 }
 
 func isTimeout(err error) bool {
@@ -250,36 +178,7 @@ func isTimeout(err error) bool {
 	return ok && ne.Timeout()
 }
 
-// dotStuff encodes a message for DATA: CRLF line ends are expected in msg,
-// a leading dot is doubled, and the final CRLF.CRLF is added.
-func dotStuff(msg []byte) []byte {
-	var b bytes.Buffer
-	lines := bytes.SplitAfter(msg, []byte("\r\n"))
-	for _, l := range lines {
-		if len(l) > 0 && l[0] == '.' {
-			b.WriteByte('.')
-		}
-		b.Write(l)
-	}
-	if !bytes.HasSuffix(msg, []byte("\r\n")) && len(msg) > 0 {
-		b.WriteString("\r\n")
-	}
-	b.WriteString(".\r\n")
-	return b.Bytes()
-}
-
-// sendMail runs one transaction on a greeted client.
-func (c *client) sendMail(helo, from string, to []string, msg []byte) string {
-	c.t.Helper()
-	if helo != "" {
-		c.cmd("EHLO "+helo, 250)
-	}
-	c.cmd("MAIL FROM:<"+from+">", 250)
-	for _, r := range to {
-		c.cmd("RCPT TO:<"+r+">", 250)
-	}
-	return c.data(msg, 250)
-}
+var dotStuff = smtptest.DotStuff
 
 // stripReceived removes the header fields we add on top of a message the
 // backend got — our Received, then Authentication-Results, Received-SPF

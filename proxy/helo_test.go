@@ -40,10 +40,10 @@ func TestHELORefusals(t *testing.T) {
 		t.Run(tc.helo, func(t *testing.T) {
 			before := len(h.logs.lines("refused"))
 			c := h.greeted(tc.from)
-			c.cmd("EHLO "+tc.helo, 250)
-			c.cmd("MAIL FROM:<alice@good.test>", 250)
-			c.send("RCPT TO:<bob@mxguard.test>")
-			code, text := c.reply()
+			c.Cmd("EHLO "+tc.helo, 250)
+			c.Cmd("MAIL FROM:<alice@good.test>", 250)
+			c.Send("RCPT TO:<bob@mxguard.test>")
+			code, text := c.Reply()
 			if got := fmtReply(code, text); got[:9] != tc.reply {
 				t.Errorf("RCPT got %q, want %s", got, tc.reply)
 			}
@@ -62,17 +62,17 @@ func TestHELORefusals(t *testing.T) {
 func TestHELORefusedImmediately(t *testing.T) {
 	h := newHarness(t, harnessOpt{cfg: func(c *config.Config) { withRules(t, c, "[defaults]\nstage = \"now\"\n") }})
 	c := h.greeted("127.0.0.2")
-	c.send("EHLO localhost")
-	if code, text := c.reply(); code != 550 || !contains(text, "localhost") {
+	c.Send("EHLO localhost")
+	if code, text := c.Reply(); code != 550 || !contains(text, "localhost") {
 		t.Fatalf("EHLO got %d %q", code, text)
 	}
 	// Saying a good name now does not wash the verdict.
-	c.send("EHLO mail.good.test")
-	if code, _ := c.reply(); code != 550 {
+	c.Send("EHLO mail.good.test")
+	if code, _ := c.Reply(); code != 550 {
 		t.Errorf("second EHLO got %d, want 550: the verdict did not stick", code)
 	}
-	c.send("MAIL FROM:<alice@good.test>")
-	if code, _ := c.reply(); code/100 != 5 {
+	c.Send("MAIL FROM:<alice@good.test>")
+	if code, _ := c.Reply(); code/100 != 5 {
 		t.Errorf("MAIL after refused HELOs got %d", code)
 	}
 }
@@ -91,11 +91,11 @@ func TestStickyHELO(t *testing.T) {
 		t.Run(seq[0]+"+"+seq[1], func(t *testing.T) {
 			c := h.greeted("127.0.0.2")
 			for _, cmd := range seq {
-				c.cmd(cmd, 250)
+				c.Cmd(cmd, 250)
 			}
-			c.cmd("MAIL FROM:<alice@good.test>", 250)
-			c.send("RCPT TO:<bob@mxguard.test>")
-			if code, text := c.reply(); code != 550 {
+			c.Cmd("MAIL FROM:<alice@good.test>", 250)
+			c.Send("RCPT TO:<bob@mxguard.test>")
+			if code, text := c.Reply(); code != 550 {
 				t.Errorf("RCPT got %d %q: the bad HELO was washed", code, text)
 			}
 		})
@@ -108,10 +108,10 @@ func TestHELODNSTimeout(t *testing.T) {
 	h.dns.SetFault("slow.good.test", dnsfixture.Fault{Drop: true})
 	start := time.Now()
 	c := h.greeted("127.0.0.2")
-	c.cmd("EHLO slow.good.test", 250)
-	c.cmd("MAIL FROM:<alice@good.test>", 250)
-	c.send("RCPT TO:<bob@mxguard.test>")
-	if code, text := c.reply(); code != 451 || !contains(text, "4.4.3") {
+	c.Cmd("EHLO slow.good.test", 250)
+	c.Cmd("MAIL FROM:<alice@good.test>", 250)
+	c.Send("RCPT TO:<bob@mxguard.test>")
+	if code, text := c.Reply(); code != 451 || !contains(text, "4.4.3") {
 		t.Errorf("RCPT got %d %q, want 451 4.4.3", code, text)
 	}
 	if d := time.Since(start); d > 3*time.Second {
@@ -126,22 +126,22 @@ func TestSpoofing(t *testing.T) {
 		c.TrustedNetworks = []config.Prefix{mustPrefix("127.0.0.5")}
 	}})
 	c := h.greeted("127.0.0.2")
-	c.cmd("EHLO mail.good.test", 250)
-	c.cmd("MAIL FROM:<CEO@MXGUARD.TEST>", 250)
-	c.send("RCPT TO:<bob@mxguard.test>")
-	if code, text := c.reply(); code != 550 || !contains(text, "5.7.1") {
+	c.Cmd("EHLO mail.good.test", 250)
+	c.Cmd("MAIL FROM:<CEO@MXGUARD.TEST>", 250)
+	c.Send("RCPT TO:<bob@mxguard.test>")
+	if code, text := c.Reply(); code != 550 || !contains(text, "5.7.1") {
 		t.Errorf("spoofed sender: RCPT got %d %q", code, text)
 	}
 	l := h.logs.wait(t, "refused", 1)[0]
 	if l["rule"] != "sender.spoofs_local" {
 		t.Errorf("refused line %v", l)
 	}
-	c.cmd("RSET", 250)
-	c.sendMail("", "", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: bounce\r\n\r\nx\r\n"))
-	c.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: other\r\n\r\nx\r\n"))
+	c.Cmd("RSET", 250)
+	c.SendMail("", "", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: bounce\r\n\r\nx\r\n"))
+	c.SendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: other\r\n\r\nx\r\n"))
 
 	tc := h.greeted("127.0.0.5")
-	tc.sendMail("anything", "ceo@mxguard.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: ours\r\n\r\nx\r\n"))
+	tc.SendMail("anything", "ceo@mxguard.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: ours\r\n\r\nx\r\n"))
 	if _, err := h.sink.WaitMessages(3, 5e9); err != nil {
 		t.Fatal(err)
 	}

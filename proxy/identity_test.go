@@ -32,8 +32,8 @@ func TestClientIdentity(t *testing.T) {
 				},
 			})
 			c := h.greeted("127.0.0.2")
-			c.sendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
-			c.cmd("QUIT", 221)
+			c.SendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
+			c.Cmd("QUIT", 221)
 			got, err := h.sink.WaitMessages(1, 5e9)
 			if err != nil {
 				t.Fatal(err)
@@ -55,8 +55,8 @@ func TestClientIdentity(t *testing.T) {
 				}
 			case config.IdentityProxyV1, config.IdentityProxyV2:
 				src, ok := m.ProxySource.(*net.TCPAddr)
-				if !ok || src.IP.String() != "127.0.0.2" || src.Port != c.conn.LocalAddr().(*net.TCPAddr).Port {
-					t.Errorf("PROXY source %v, want the client %v", m.ProxySource, c.conn.LocalAddr())
+				if !ok || src.IP.String() != "127.0.0.2" || src.Port != c.Conn.LocalAddr().(*net.TCPAddr).Port {
+					t.Errorf("PROXY source %v, want the client %v", m.ProxySource, c.Conn.LocalAddr())
 				}
 				s := h.sink.Sessions()[0]
 				wantV := byte(1)
@@ -82,8 +82,8 @@ func TestClientIdentity(t *testing.T) {
 func TestXCLIENTUnknownName(t *testing.T) {
 	h := newHarness(t, harnessOpt{})
 	c := h.greeted("127.0.0.4") // no PTR in the fixture
-	c.cmd("EHLO [127.0.0.4]", 250)
-	c.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
+	c.Cmd("EHLO [127.0.0.4]", 250)
+	c.SendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
 	got, err := h.sink.WaitMessages(1, 5e9)
 	if err != nil {
 		t.Fatal(err)

@@ -18,8 +18,8 @@ func TestHeaderInjection(t *testing.T) {
 	}})
 	c := h.greeted("127.0.0.5")
 	helo := "evil.example\x7f(comment);X-Injected:\tyes\x1b[0m\xc3\xa9\x01"
-	c.cmd("EHLO "+helo, 250)
-	c.sendMail("", "alice@good.test", []string{"\"we(ird);\"@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
+	c.Cmd("EHLO "+helo, 250)
+	c.SendMail("", "alice@good.test", []string{"\"we(ird);\"@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
 	got, err := h.sink.WaitMessages(1, 5e9)
 	if err != nil {
 		t.Fatal(err)
@@ -55,30 +55,30 @@ func TestReloadKeepsSessionRules(t *testing.T) {
 		withRules(t, c, "[outcome.\"helo.localhost\"]\naction = \"ignore\"\n")
 	}})
 	old := h.greeted("127.0.0.2")
-	old.cmd("EHLO localhost", 250)
+	old.Cmd("EHLO localhost", 250)
 
 	cfg := testConfig()
 	cfg.Backend.Address = h.sink.Addr()
 	cfg.DNS.Resolvers = []string{h.dns.Addr()}
 	h.srv.Reload(h.runtime(cfg))
 
-	old.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: old rules\r\n\r\nx\r\n"))
+	old.SendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: old rules\r\n\r\nx\r\n"))
 	fresh := h.greeted("127.0.0.2")
-	fresh.cmd("EHLO localhost", 250)
-	fresh.cmd("MAIL FROM:<alice@good.test>", 250)
-	fresh.send("RCPT TO:<bob@mxguard.test>")
-	if code, _ := fresh.reply(); code != 550 {
+	fresh.Cmd("EHLO localhost", 250)
+	fresh.Cmd("MAIL FROM:<alice@good.test>", 250)
+	fresh.Send("RCPT TO:<bob@mxguard.test>")
+	if code, _ := fresh.Reply(); code != 550 {
 		t.Errorf("new session after reload got %d, want the new rules' 550", code)
 	}
-	old.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: still old\r\n\r\nx\r\n"))
+	old.SendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: still old\r\n\r\nx\r\n"))
 }
 
 // Shutdown stops accepting, lets an open session finish, and returns.
 func TestShutdownLetsSessionsFinish(t *testing.T) {
 	h := newHarness(t, harnessOpt{})
 	c := h.greeted("127.0.0.2")
-	c.cmd("EHLO mail.good.test", 250)
-	c.cmd("MAIL FROM:<alice@good.test>", 250)
+	c.Cmd("EHLO mail.good.test", 250)
+	c.Cmd("MAIL FROM:<alice@good.test>", 250)
 
 	done := make(chan error, 1)
 	go func() {
@@ -98,14 +98,14 @@ func TestShutdownLetsSessionsFinish(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	c.cmd("RCPT TO:<bob@mxguard.test>", 250)
-	c.data([]byte("From: alice@good.test\r\nSubject: during shutdown\r\n\r\nx\r\n"), 250)
+	c.Cmd("RCPT TO:<bob@mxguard.test>", 250)
+	c.DataExpect([]byte("From: alice@good.test\r\nSubject: during shutdown\r\n\r\nx\r\n"), 250)
 	select {
 	case <-done:
 		t.Fatal("Shutdown returned while a session was open")
 	default:
 	}
-	c.cmd("QUIT", 221)
+	c.Cmd("QUIT", 221)
 	select {
 	case err := <-done:
 		if err != nil {
@@ -120,13 +120,13 @@ func TestShutdownLetsSessionsFinish(t *testing.T) {
 func TestShutdownTimeout(t *testing.T) {
 	h := newHarness(t, harnessOpt{})
 	c := h.greeted("127.0.0.2")
-	c.cmd("EHLO mail.good.test", 250)
+	c.Cmd("EHLO mail.good.test", 250)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	if err := h.srv.Shutdown(ctx); err == nil {
 		t.Error("Shutdown with a session still open returned no error")
 	}
-	if !c.closed() {
+	if !c.Closed() {
 		t.Error("the open session was not closed")
 	}
 }
@@ -138,16 +138,16 @@ func TestHELOWithNUL(t *testing.T) {
 		c.TrustedNetworks = []config.Prefix{mustPrefix("127.0.0.5")}
 	}})
 	c := h.greeted("127.0.0.5")
-	c.cmd("EHLO nul\x00.example", 250)
-	c.send("MAIL FROM:<alice@good.test>")
-	if code, text := c.reply(); code != 501 || !contains(text, "NUL") {
+	c.Cmd("EHLO nul\x00.example", 250)
+	c.Send("MAIL FROM:<alice@good.test>")
+	if code, text := c.Reply(); code != 501 || !contains(text, "NUL") {
 		t.Errorf("MAIL after a NUL HELO got %d %q", code, text)
 	}
 	c = h.greeted("127.0.0.2")
-	c.cmd("EHLO nul\x00.example", 250)
-	c.cmd("MAIL FROM:<alice@good.test>", 250)
-	c.send("RCPT TO:<bob@mxguard.test>")
-	if code, text := c.reply(); code != 550 || !contains(text, "invalid hostname") {
+	c.Cmd("EHLO nul\x00.example", 250)
+	c.Cmd("MAIL FROM:<alice@good.test>", 250)
+	c.Send("RCPT TO:<bob@mxguard.test>")
+	if code, text := c.Reply(); code != 550 || !contains(text, "invalid hostname") {
 		t.Errorf("RCPT after a NUL HELO got %d %q", code, text)
 	}
 	if len(h.sink.Sessions()) != 0 {

@@ -17,12 +17,12 @@ func TestConnectionLimits(t *testing.T) {
 	}})
 	a1, a2 := h.greeted("127.0.0.2"), h.greeted("127.0.0.2")
 	c := h.dial("127.0.0.2")
-	if code, text := c.reply(); code != 421 || !contains(text, "4.7.0") || !contains(text, "from your address") {
+	if code, text := c.Reply(); code != 421 || !contains(text, "4.7.0") || !contains(text, "from your address") {
 		t.Errorf("third connection from one IP got %d %q", code, text)
 	}
 	b1 := h.greeted("127.0.0.3")
 	c = h.dial("127.0.0.4")
-	if code, text := c.reply(); code != 421 || !contains(text, "too many connections") {
+	if code, text := c.Reply(); code != 421 || !contains(text, "too many connections") {
 		t.Errorf("fourth connection got %d %q", code, text)
 	}
 	l := h.logs.wait(t, "refused", 2)
@@ -30,11 +30,11 @@ func TestConnectionLimits(t *testing.T) {
 		t.Errorf("refused line %v", l[0])
 	}
 	// Slots come back when connections end.
-	a1.cmd("QUIT", 221)
-	a2.conn.Close()
-	b1.cmd("QUIT", 221)
+	a1.Cmd("QUIT", 221)
+	a2.Conn.Close()
+	b1.Cmd("QUIT", 221)
 	h.logs.wait(t, "session", 3)
-	h.greeted("127.0.0.2").cmd("QUIT", 221)
+	h.greeted("127.0.0.2").Cmd("QUIT", 221)
 }
 
 // Recipients, message size and line length have limits with clear replies.
@@ -45,29 +45,29 @@ func TestProtocolLimits(t *testing.T) {
 		c.Limits.MaxLineLength = 1000
 	}})
 	c := h.greeted("127.0.0.2")
-	if ehlo := c.cmd("EHLO mail.good.test", 250); !contains(ehlo, "SIZE 1000") {
+	if ehlo := c.Cmd("EHLO mail.good.test", 250); !contains(ehlo, "SIZE 1000") {
 		t.Errorf("EHLO does not advertise the size limit: %q", ehlo)
 	}
-	c.cmd("MAIL FROM:<alice@good.test> SIZE=5000", 552)
-	c.cmd("MAIL FROM:<alice@good.test>", 250)
-	c.cmd("RCPT TO:<a@mxguard.test>", 250)
-	c.cmd("RCPT TO:<b@mxguard.test>", 250)
-	c.cmd("RCPT TO:<c@mxguard.test>", 452)
-	c.data([]byte("From: alice@good.test\r\nSubject: big\r\n\r\n"+strings.Repeat(strings.Repeat("z", 70)+"\r\n", 20)), 552)
+	c.Cmd("MAIL FROM:<alice@good.test> SIZE=5000", 552)
+	c.Cmd("MAIL FROM:<alice@good.test>", 250)
+	c.Cmd("RCPT TO:<a@mxguard.test>", 250)
+	c.Cmd("RCPT TO:<b@mxguard.test>", 250)
+	c.Cmd("RCPT TO:<c@mxguard.test>", 452)
+	c.DataExpect([]byte("From: alice@good.test\r\nSubject: big\r\n\r\n"+strings.Repeat(strings.Repeat("z", 70)+"\r\n", 20)), 552)
 	// Nothing reached the backend's mailbox.
 	if n := len(h.sink.Messages()); n != 0 {
 		t.Errorf("backend stored %d messages", n)
 	}
-	c.cmd("MAIL FROM:<alice@good.test>", 250)
-	c.cmd("RCPT TO:<a@mxguard.test>", 250)
-	c.cmd("DATA", 354)
-	c.conn.Write([]byte(strings.Repeat("l", 1500) + "\r\n.\r\n"))
-	if code, text := c.reply(); code != 500 || !contains(text, "longer than 1000") {
+	c.Cmd("MAIL FROM:<alice@good.test>", 250)
+	c.Cmd("RCPT TO:<a@mxguard.test>", 250)
+	c.Cmd("DATA", 354)
+	c.Conn.Write([]byte(strings.Repeat("l", 1500) + "\r\n.\r\n"))
+	if code, text := c.Reply(); code != 500 || !contains(text, "longer than 1000") {
 		t.Errorf("long line in DATA got %d %q", code, text)
 	}
 	c = h.greeted("127.0.0.2")
-	c.send("NOOP " + strings.Repeat("x", 2000))
-	if code, text := c.reply(); code != 500 || !contains(text, "line") {
+	c.Send("NOOP " + strings.Repeat("x", 2000))
+	if code, text := c.Reply(); code != 500 || !contains(text, "line") {
 		t.Errorf("long line got %d %q", code, text)
 	}
 }
@@ -78,7 +78,7 @@ func TestCommandTimeout(t *testing.T) {
 		c.Limits.CommandTimeout = config.Duration(300 * time.Millisecond)
 	}})
 	c := h.greeted("127.0.0.2")
-	if code, text := c.reply(); code != 421 || !contains(text, "timeout") {
+	if code, text := c.Reply(); code != 421 || !contains(text, "timeout") {
 		t.Errorf("idle client got %d %q", code, text)
 	}
 }
@@ -92,11 +92,11 @@ func TestSessionTimeout(t *testing.T) {
 	c := h.greeted("127.0.0.2")
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		c.conn.SetDeadline(time.Now().Add(time.Second))
-		if _, err := c.conn.Write([]byte("NOOP\r\n")); err != nil {
+		c.Conn.SetDeadline(time.Now().Add(time.Second))
+		if _, err := c.Conn.Write([]byte("NOOP\r\n")); err != nil {
 			break
 		}
-		if _, _, err := c.tp.ReadResponse(250); err != nil {
+		if _, _, err := c.TP.ReadResponse(250); err != nil {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -35,17 +35,17 @@ func TestPregreet(t *testing.T) {
 				before := len(h.logs.lines("pregreet"))
 				c := h.dial("127.0.0.2")
 				if bait {
-					if line, err := c.r.ReadString('\n'); err != nil || line != "220-mx.mxguard.test ESMTP\r\n" {
+					if line, err := c.R.ReadString('\n'); err != nil || line != "220-mx.mxguard.test ESMTP\r\n" {
 						t.Fatalf("bait line %q, %v", line, err)
 					}
 				}
 				time.Sleep(tc.after)
-				c.conn.Write([]byte(tc.send))
-				code, text := c.reply()
+				c.Conn.Write([]byte(tc.send))
+				code, text := c.Reply()
 				if code != 554 || !contains(text, "5.5.1") {
 					t.Fatalf("early talker got %d %q, want 554 5.5.1", code, text)
 				}
-				if !c.closed() {
+				if !c.Closed() {
 					t.Errorf("connection still open after the 554")
 				}
 				lines := h.logs.wait(t, "pregreet", before+1)
@@ -69,7 +69,7 @@ func TestPregreet(t *testing.T) {
 			if waited := time.Since(start); waited < 350*time.Millisecond {
 				t.Errorf("banner after %v, before the greeting delay", waited)
 			}
-			c.sendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
+			c.SendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
 		})
 	}
 }
@@ -81,12 +81,12 @@ func TestPregreetEnforceAtRcpt(t *testing.T) {
 		withRules(t, c, "[outcome.pregreet]\naction = \"reject\"\n")
 	}})
 	c := h.dial("127.0.0.2")
-	c.conn.Write([]byte("EHLO mail.good.test\r\n"))
-	c.expect(220)
-	c.expect(250) // the EHLO sent early was answered
-	c.cmd("MAIL FROM:<alice@good.test>", 250)
-	c.send("RCPT TO:<bob@mxguard.test>")
-	if code, text := c.reply(); code != 554 || !contains(text, "talked before the greeting") {
+	c.Conn.Write([]byte("EHLO mail.good.test\r\n"))
+	c.Expect(220)
+	c.Expect(250) // the EHLO sent early was answered
+	c.Cmd("MAIL FROM:<alice@good.test>", 250)
+	c.Send("RCPT TO:<bob@mxguard.test>")
+	if code, text := c.Reply(); code != 554 || !contains(text, "talked before the greeting") {
 		t.Errorf("RCPT got %d %q", code, text)
 	}
 	r := h.logs.wait(t, "refused", 1)[0]
@@ -103,13 +103,13 @@ func TestTrustedSkipsGreeting(t *testing.T) {
 	}})
 	start := time.Now()
 	c := h.dial("127.0.0.5")
-	c.conn.Write([]byte("EHLO localhost\r\n")) // would be a pregreet and a bad HELO
-	c.expect(220)
+	c.Conn.Write([]byte("EHLO localhost\r\n")) // would be a pregreet and a bad HELO
+	c.Expect(220)
 	if time.Since(start) > 2*time.Second {
 		t.Errorf("trusted client waited for the banner")
 	}
-	c.expect(250)
-	c.sendMail("", "ceo@mxguard.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
+	c.Expect(250)
+	c.SendMail("", "ceo@mxguard.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
 }
 
 // A client that waited politely skips the wait next time (postscreen's
@@ -122,7 +122,7 @@ func TestGreetingPassCache(t *testing.T) {
 		start := time.Now()
 		c := h.greeted("127.0.0.2")
 		d := time.Since(start)
-		c.cmd("QUIT", 221)
+		c.Cmd("QUIT", 221)
 		return d
 	}
 	if d := timed(); d < 450*time.Millisecond {
@@ -137,11 +137,11 @@ func TestGreetingPassCache(t *testing.T) {
 	// An early talker from a remembered address would not be caught; a
 	// fresh address that talks early loses nothing it had, and waits again.
 	c := h.dial("127.0.0.4")
-	c.conn.Write([]byte("EHLO x\r\n"))
-	if line, _ := c.r.ReadString('\n'); !strings.HasPrefix(line, "220-") {
+	c.Conn.Write([]byte("EHLO x\r\n"))
+	if line, _ := c.R.ReadString('\n'); !strings.HasPrefix(line, "220-") {
 		t.Fatalf("bait line %q", line)
 	}
-	c.expect(554)
+	c.Expect(554)
 	if d := h.greetedFrom("127.0.0.4"); d < 450*time.Millisecond {
 		t.Errorf("an early talker skipped the wait next time (%v)", d)
 	}
@@ -151,6 +151,6 @@ func (h *harness) greetedFrom(ip string) time.Duration {
 	start := time.Now()
 	c := h.greeted(ip)
 	d := time.Since(start)
-	c.cmd("QUIT", 221)
+	c.Cmd("QUIT", 221)
 	return d
 }

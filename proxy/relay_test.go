@@ -39,8 +39,8 @@ func TestRelayByteExact(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			h.sink.Reset()
 			c := h.greeted("127.0.0.2")
-			reply := c.sendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, msg)
-			c.cmd("QUIT", 221)
+			reply := c.SendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, msg)
+			c.Cmd("QUIT", 221)
 			got, err := h.sink.WaitMessages(1, 5e9)
 			if err != nil {
 				t.Fatal(err)
@@ -106,20 +106,20 @@ func TestBackendRepliesPassThrough(t *testing.T) {
 		}
 	}})
 	c := h.greeted("127.0.0.2")
-	c.cmd("EHLO mail.good.test", 250)
-	c.send("MAIL FROM:<deferred@good.test>")
-	if code, text := c.reply(); code != 451 || text != "4.3.0 <deferred@good.test>: Temporary lookup failure" {
+	c.Cmd("EHLO mail.good.test", 250)
+	c.Send("MAIL FROM:<deferred@good.test>")
+	if code, text := c.Reply(); code != 451 || text != "4.3.0 <deferred@good.test>: Temporary lookup failure" {
 		t.Errorf("MAIL: got %d %q", code, text)
 	}
-	c.cmd("MAIL FROM:<alice@good.test>", 250)
-	c.send("RCPT TO:<nobody@mxguard.test>")
-	code, text := c.reply()
+	c.Cmd("MAIL FROM:<alice@good.test>", 250)
+	c.Send("RCPT TO:<nobody@mxguard.test>")
+	code, text := c.Reply()
 	want := "5.1.1 <nobody@mxguard.test>: Recipient address rejected:\n5.1.1 User unknown in virtual mailbox table"
 	if code != 550 || text != want {
 		t.Errorf("RCPT: got %d %q, want 550 %q", code, text, want)
 	}
-	c.cmd("RCPT TO:<bob@mxguard.test>", 250)
-	c.data([]byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"), 250)
+	c.Cmd("RCPT TO:<bob@mxguard.test>", 250)
+	c.DataExpect([]byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"), 250)
 	got, err := h.sink.WaitMessages(1, 5e9)
 	if err != nil {
 		t.Fatal(err)
@@ -134,13 +134,13 @@ func TestBackendRepliesPassThrough(t *testing.T) {
 func TestSeveralTransactions(t *testing.T) {
 	h := newHarness(t, harnessOpt{})
 	c := h.greeted("127.0.0.2")
-	c.cmd("EHLO mail.good.test", 250)
-	c.sendMail("", "a@good.test", []string{"x@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: 1\r\n\r\n1\r\n"))
-	c.cmd("MAIL FROM:<b@good.test>", 250)
-	c.cmd("RCPT TO:<y@mxguard.test>", 250)
-	c.cmd("RSET", 250)
-	c.sendMail("", "c@good.test", []string{"z@mxguard.test", "w@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: 3\r\n\r\n3\r\n"))
-	c.cmd("QUIT", 221)
+	c.Cmd("EHLO mail.good.test", 250)
+	c.SendMail("", "a@good.test", []string{"x@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: 1\r\n\r\n1\r\n"))
+	c.Cmd("MAIL FROM:<b@good.test>", 250)
+	c.Cmd("RCPT TO:<y@mxguard.test>", 250)
+	c.Cmd("RSET", 250)
+	c.SendMail("", "c@good.test", []string{"z@mxguard.test", "w@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: 3\r\n\r\n3\r\n"))
+	c.Cmd("QUIT", 221)
 	got, err := h.sink.WaitMessages(2, 5e9)
 	if err != nil {
 		t.Fatal(err)

@@ -43,7 +43,7 @@ func TestReloadUnderLoad(t *testing.T) {
 
 	// A session opened under the gentle rules stays gentle across reloads.
 	long := h.greeted("127.0.0.3")
-	long.cmd("EHLO localhost", 250)
+	long.Cmd("EHLO localhost", 250)
 
 	var accepted, refused, wrong atomic.Int64
 	stop := make(chan struct{})
@@ -59,27 +59,27 @@ func TestReloadUnderLoad(t *testing.T) {
 				default:
 				}
 				c := h.greeted("127.0.0.2")
-				c.cmd("EHLO localhost", 250)
-				c.cmd("MAIL FROM:<alice@good.test>", 250)
-				c.send("RCPT TO:<bob@mxguard.test>")
-				code, _ := c.reply()
+				c.Cmd("EHLO localhost", 250)
+				c.Cmd("MAIL FROM:<alice@good.test>", 250)
+				c.Send("RCPT TO:<bob@mxguard.test>")
+				code, _ := c.Reply()
 				switch code {
 				case 250: // gentle rules: relay it
-					c.data([]byte(fmt.Sprintf("From: alice@good.test\r\nSubject: %d-%d\r\n\r\nx\r\n", i, n)), 250)
+					c.DataExpect([]byte(fmt.Sprintf("From: alice@good.test\r\nSubject: %d-%d\r\n\r\nx\r\n", i, n)), 250)
 					accepted.Add(1)
 				case 550: // strict rules
 					refused.Add(1)
 				default:
 					wrong.Add(1)
 				}
-				c.cmd("QUIT", 221)
+				c.Cmd("QUIT", 221)
 			}
 		}(i)
 	}
 	for r := 0; r < 10; r++ {
 		time.Sleep(60 * time.Millisecond)
 		h.srv.Reload(version(r%2 == 1))
-		long.sendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte(fmt.Sprintf("From: alice@good.test\r\nSubject: long %d\r\n\r\nx\r\n", r)))
+		long.SendMail("", "alice@good.test", []string{"bob@mxguard.test"}, []byte(fmt.Sprintf("From: alice@good.test\r\nSubject: long %d\r\n\r\nx\r\n", r)))
 	}
 	// The list file changes; the next reload reads it again.
 	os.WriteFile(listFile, []byte("spammer.test\n"), 0o644)
@@ -88,10 +88,10 @@ func TestReloadUnderLoad(t *testing.T) {
 	wg.Wait()
 
 	c := h.greeted("127.0.0.2")
-	c.cmd("EHLO mail.good.test", 250)
-	c.cmd("MAIL FROM:<x@spammer.test>", 250)
-	c.send("RCPT TO:<bob@mxguard.test>")
-	if code, text := c.reply(); code != 550 || !contains(text, "deny.blocked") {
+	c.Cmd("EHLO mail.good.test", 250)
+	c.Cmd("MAIL FROM:<x@spammer.test>", 250)
+	c.Send("RCPT TO:<bob@mxguard.test>")
+	if code, text := c.Reply(); code != 550 || !contains(text, "deny.blocked") {
 		t.Errorf("list file change not applied on reload: %d %q", code, text)
 	}
 

@@ -61,25 +61,25 @@ func TestSmugglingEndOfData(t *testing.T) {
 			refusedBefore := len(h.logs.lines("refused"))
 
 			c := h.greeted("127.0.0.2")
-			c.t = t
-			c.cmd("EHLO mail.good.test", 250)
-			c.cmd("MAIL FROM:<alice@good.test>", 250)
-			c.cmd("RCPT TO:<bob@mxguard.test>", 250)
-			c.cmd("DATA", 354)
+			c.T = t
+			c.Cmd("EHLO mail.good.test", 250)
+			c.Cmd("MAIL FROM:<alice@good.test>", 250)
+			c.Cmd("RCPT TO:<bob@mxguard.test>", 250)
+			c.Cmd("DATA", 354)
 			// The published form: the odd sequence, the smuggled
 			// transaction, whose message ends where the sending server's
 			// does (CRLF.CRLF).
 			body := "From: alice@good.test\r\nTo: bob@mxguard.test\r\nSubject: first\r\n\r\nfirst body" + sq.seq +
 				"MAIL FROM:<spoof@mxguard.test>\r\nRCPT TO:<victim@mxguard.test>\r\nDATA\r\n" +
 				"From: ceo@mxguard.test\r\nSubject: smuggled\r\n\r\nsmuggled body\r\n.\r\n"
-			if _, err := c.conn.Write([]byte(body)); err != nil {
+			if _, err := c.Conn.Write([]byte(body)); err != nil {
 				t.Fatal(err)
 			}
-			reply := c.expect(250)
+			reply := c.Expect(250)
 			// The stream is in step: the next reply is NOOP's, not one
 			// to a smuggled command.
-			c.cmd("NOOP", 250)
-			c.cmd("QUIT", 221)
+			c.Cmd("NOOP", 250)
+			c.Cmd("QUIT", 221)
 
 			msgs, err := h.sink.WaitMessages(1, 5*time.Second)
 			if err != nil {
@@ -146,17 +146,17 @@ func TestSmugglingBDAT(t *testing.T) {
 		c.Backend.Address = tap.addr()
 	}})
 	c := h.greeted("127.0.0.2")
-	if ehlo := c.cmd("EHLO mail.good.test", 250); !contains(ehlo, "CHUNKING") {
+	if ehlo := c.Cmd("EHLO mail.good.test", 250); !contains(ehlo, "CHUNKING") {
 		t.Skip("BDAT not offered")
 	}
-	c.cmd("MAIL FROM:<alice@good.test>", 250)
-	c.cmd("RCPT TO:<bob@mxguard.test>", 250)
+	c.Cmd("MAIL FROM:<alice@good.test>", 250)
+	c.Cmd("RCPT TO:<bob@mxguard.test>", 250)
 	chunk := "From: alice@good.test\r\nSubject: bdat\r\n\r\nfirst\r\n.\r\nMAIL FROM:<spoof@mxguard.test>\r\n" +
 		"RCPT TO:<victim@mxguard.test>\r\nDATA\r\nsmuggled\n.\n\r.\r\r\n.\r\n"
-	fmt.Fprintf(c.conn, "BDAT %d LAST\r\n%s", len(chunk), chunk)
-	c.expect(250)
-	c.cmd("NOOP", 250)
-	c.cmd("QUIT", 221)
+	fmt.Fprintf(c.Conn, "BDAT %d LAST\r\n%s", len(chunk), chunk)
+	c.Expect(250)
+	c.Cmd("NOOP", 250)
+	c.Cmd("QUIT", 221)
 	msgs, err := h.sink.WaitMessages(1, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -192,14 +192,14 @@ func TestSmugglingBareLineEndsAreData(t *testing.T) {
 		{"a\r\n\x00.\r\nb", "a\r\n\x00.\r\nb\r\n"},
 	}
 	c := h.greeted("127.0.0.2")
-	c.cmd("EHLO mail.good.test", 250)
+	c.Cmd("EHLO mail.good.test", 250)
 	for i, tc := range cases {
 		h.sink.Reset()
-		c.cmd("MAIL FROM:<alice@good.test>", 250)
-		c.cmd("RCPT TO:<bob@mxguard.test>", 250)
-		c.cmd("DATA", 354)
-		fmt.Fprintf(c.conn, "From: alice@good.test\r\nSubject: %d\r\n\r\n%s\r\n.\r\n", i, tc.sent)
-		c.expect(250)
+		c.Cmd("MAIL FROM:<alice@good.test>", 250)
+		c.Cmd("RCPT TO:<bob@mxguard.test>", 250)
+		c.Cmd("DATA", 354)
+		fmt.Fprintf(c.Conn, "From: alice@good.test\r\nSubject: %d\r\n\r\n%s\r\n.\r\n", i, tc.sent)
+		c.Expect(250)
 		msgs, err := h.sink.WaitMessages(1, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -210,7 +210,7 @@ func TestSmugglingBareLineEndsAreData(t *testing.T) {
 			t.Errorf("sent %q: backend stored %q, want %q", tc.sent, body, want)
 		}
 	}
-	c.cmd("QUIT", 221)
+	c.Cmd("QUIT", 221)
 }
 
 // A bare CR just before the end of data: "text<CR><CR><LF>.<CR><LF>" ends
@@ -233,13 +233,13 @@ func TestSmugglingCRBeforeEndOfData(t *testing.T) {
 	h := newHarness(t, harnessOpt{})
 	for _, body := range []string{"text\r", "text\r\n.\r"} {
 		c := h.greeted("127.0.0.2")
-		c.conn.SetDeadline(time.Now().Add(3 * time.Second))
-		c.cmd("EHLO mail.good.test", 250)
-		c.cmd("MAIL FROM:<alice@good.test>", 250)
-		c.cmd("RCPT TO:<bob@mxguard.test>", 250)
-		c.cmd("DATA", 354)
-		fmt.Fprintf(c.conn, "From: alice@good.test\r\nSubject: cr\r\n\r\n%s\r\n.\r\n", body)
-		if code, _, err := c.tp.ReadResponse(0); code != 250 {
+		c.Conn.SetDeadline(time.Now().Add(3 * time.Second))
+		c.Cmd("EHLO mail.good.test", 250)
+		c.Cmd("MAIL FROM:<alice@good.test>", 250)
+		c.Cmd("RCPT TO:<bob@mxguard.test>", 250)
+		c.Cmd("DATA", 354)
+		fmt.Fprintf(c.Conn, "From: alice@good.test\r\nSubject: cr\r\n\r\n%s\r\n.\r\n", body)
+		if code, _, err := c.TP.ReadResponse(0); code != 250 {
 			t.Errorf("body %q then CRLF.CRLF: got %d %v, want the end of data and 250", body, code, err)
 		}
 	}
@@ -267,18 +267,18 @@ func TestSmugglingAfterDataTimeout(t *testing.T) {
 				c.Limits.MaxMessageSize = tc.size
 			}})
 			c := h.greeted("127.0.0.2")
-			c.cmd("EHLO mail.good.test", 250)
-			c.cmd("MAIL FROM:<alice@good.test>", 250)
-			c.cmd("RCPT TO:<bob@mxguard.test>", 250)
-			c.cmd("DATA", 354)
-			fmt.Fprintf(c.conn, "From: alice@good.test\r\nSubject: slow\r\n\r\n%s", strings.Repeat("z\r\n", 1000))
+			c.Cmd("EHLO mail.good.test", 250)
+			c.Cmd("MAIL FROM:<alice@good.test>", 250)
+			c.Cmd("RCPT TO:<bob@mxguard.test>", 250)
+			c.Cmd("DATA", 354)
+			fmt.Fprintf(c.Conn, "From: alice@good.test\r\nSubject: slow\r\n\r\n%s", strings.Repeat("z\r\n", 1000))
 			time.Sleep(1500 * time.Millisecond) // past data_timeout
-			c.conn.Write([]byte("MAIL FROM:<spoof@good.test>\r\nRCPT TO:<victim@mxguard.test>\r\nDATA\r\n" +
+			c.Conn.Write([]byte("MAIL FROM:<spoof@good.test>\r\nRCPT TO:<victim@mxguard.test>\r\nDATA\r\n" +
 				"From: ceo@mxguard.test\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\n"))
 			var replies []string
-			c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			c.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 			for {
-				code, msg, err := c.tp.ReadResponse(0)
+				code, msg, err := c.TP.ReadResponse(0)
 				if code == 0 && err != nil {
 					break
 				}
@@ -371,19 +371,19 @@ func injectionCases(t *testing.T, h *harness) {
 			t.Run(from+"/"+tc.name, func(t *testing.T) {
 				h.sink.Reset()
 				c := h.greeted(from)
-				c.t = t
-				c.cmd("EHLO "+tc.helo, 250)
-				c.send("MAIL FROM:" + tc.mail)
-				mailCode, mailText := c.reply()
+				c.T = t
+				c.Cmd("EHLO "+tc.helo, 250)
+				c.Send("MAIL FROM:" + tc.mail)
+				mailCode, mailText := c.Reply()
 				rcptCode, rcptText := 0, ""
 				if mailCode == 250 {
-					c.send("RCPT TO:" + tc.rcpt)
-					rcptCode, rcptText = c.reply()
+					c.Send("RCPT TO:" + tc.rcpt)
+					rcptCode, rcptText = c.Reply()
 				}
 				if rcptCode == 250 {
-					c.data([]byte("X-Client-Start: 1\r\nFrom: alice@good.test\r\nSubject: injection\r\n\r\nbody\r\n"), 250)
+					c.DataExpect([]byte("X-Client-Start: 1\r\nFrom: alice@good.test\r\nSubject: injection\r\n\r\nbody\r\n"), 250)
 				}
-				c.cmd("QUIT", 221)
+				c.Cmd("QUIT", 221)
 				h.logs.wait(t, "session", 1)
 				t.Logf("MAIL %d %q, RCPT %d %q", mailCode, mailText, rcptCode, rcptText)
 				checkBackendSafe(t, h.sink, strings.Contains(tc.mail, "SMTPUTF8"), "X-Client-Start: 1\r\n")
@@ -411,8 +411,8 @@ func TestInjectionLeadingWhitespace(t *testing.T) {
 		t.Run("score_header="+score, func(t *testing.T) {
 			h := newHarness(t, harnessOpt{cfg: func(c *config.Config) { c.Headers.ScoreHeader = score }})
 			c := h.greeted("127.0.0.2")
-			c.t = t
-			c.sendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"},
+			c.T = t
+			c.SendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"},
 				[]byte("\t; dkim=pass header.d=bank.example\r\nFrom: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"))
 			got, err := h.sink.WaitMessages(1, 5*time.Second)
 			if err != nil {

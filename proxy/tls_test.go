@@ -53,22 +53,22 @@ func TestSTARTTLS(t *testing.T) {
 		c.TLS.CertFile, c.TLS.KeyFile = cert, key
 	}})
 	starttls := func(c *client) {
-		c.cmd("STARTTLS", 220)
-		tc := tls.Client(c.conn, &tls.Config{InsecureSkipVerify: true, ServerName: "mx.mxguard.test"})
+		c.Cmd("STARTTLS", 220)
+		tc := tls.Client(c.Conn, &tls.Config{InsecureSkipVerify: true, ServerName: "mx.mxguard.test"})
 		if err := tc.Handshake(); err != nil {
 			t.Fatal(err)
 		}
-		c.conn = tc
-		c.r = bufio.NewReader(tc)
-		c.tp = textproto.NewReader(c.r)
+		c.Conn = tc
+		c.R = bufio.NewReader(tc)
+		c.TP = textproto.NewReader(c.R)
 	}
 
 	c := h.greeted("127.0.0.2")
-	if ehlo := c.cmd("EHLO mail.good.test", 250); !contains(ehlo, "STARTTLS") {
+	if ehlo := c.Cmd("EHLO mail.good.test", 250); !contains(ehlo, "STARTTLS") {
 		t.Fatalf("STARTTLS not offered: %q", ehlo)
 	}
 	starttls(c)
-	c.sendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: tls\r\n\r\nx\r\n"))
+	c.SendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\nSubject: tls\r\n\r\nx\r\n"))
 	got, err := h.sink.WaitMessages(1, 5e9)
 	if err != nil {
 		t.Fatal(err)
@@ -78,12 +78,12 @@ func TestSTARTTLS(t *testing.T) {
 	}
 
 	c = h.greeted("127.0.0.2")
-	c.cmd("EHLO localhost", 250)
+	c.Cmd("EHLO localhost", 250)
 	starttls(c)
-	c.cmd("EHLO mail.good.test", 250)
-	c.cmd("MAIL FROM:<alice@good.test>", 250)
-	c.send("RCPT TO:<bob@mxguard.test>")
-	if code, _ := c.reply(); code != 550 {
+	c.Cmd("EHLO mail.good.test", 250)
+	c.Cmd("MAIL FROM:<alice@good.test>", 250)
+	c.Send("RCPT TO:<bob@mxguard.test>")
+	if code, _ := c.Reply(); code != 550 {
 		t.Errorf("STARTTLS washed the HELO verdict: RCPT got %d", code)
 	}
 }

@@ -10,13 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mxguard/mxguard/internal/dnsfixture"
 	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/internal/smtptest"
 )
 
 func TestVersion(t *testing.T) {
@@ -261,22 +261,8 @@ func TestDemo(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the shared goroutine-safe buffer.
+type syncBuffer struct{ smtptest.SyncBuffer }
 
 func mustRead(t *testing.T, p string) []byte {
 	b, err := os.ReadFile(p)
