@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mxguard/mxguard/internal/dnsfixture"
+)
+
+func TestParseClients(t *testing.T) {
+	got, err := parseClients("127.0.0.11-127.0.0.13, ::1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Addr{netip.MustParseAddr("127.0.0.11"), netip.MustParseAddr("127.0.0.12"),
+		netip.MustParseAddr("127.0.0.13"), netip.MustParseAddr("::1")}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v", got)
+	}
+	for _, bad := range []string{"", "x", "127.0.0.5-127.0.0.1", "127.0.0.1-::1"} {
+		if _, err := parseClients(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+// TestZone serves the benchmark zone and asks it what mxguard's checks ask.
+func TestZone(t *testing.T) {
+	o := options{senderDomain: "bench.example", dkimKey: filepath.Join(t.TempDir(), "k.pem"),
+		dkimSelector: "bench", dnsblZone: "dnsbl.bench.example"}
+	if err := o.hosts.Set("mail.bench.example=127.0.0.11-127.0.0.12,::1"); err != nil {
+		t.Fatal(err)
+	}
+	zone, err := benchZone(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := dnsfixture.StartT(t, zone)
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, srv.Addr())
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	ips, err := r.LookupHost(ctx, "mail.bench.example")
+	slices.Sort(ips)
+	if err != nil || !slices.Equal(ips, []string{"127.0.0.11", "127.0.0.12", "::1"}) {
+		t.Errorf("HELO name: %v %v", ips, err)
+	}
+	for _, ip := range []string{"127.0.0.12", "::1"} {
+		if names, err := r.LookupAddr(ctx, ip); err != nil || len(names) != 1 || names[0] != "mail.bench.example." {
+			t.Errorf("PTR %s: %v %v", ip, names, err)
+		}
+	}
+	txt, err := r.LookupTXT(ctx, "bench.example")
+	if err != nil || len(txt) != 1 || !strings.HasPrefix(txt[0], "v=spf1 ") {
+		t.Errorf("SPF: %q %v", txt, err)
+	}
+	txt, err = r.LookupTXT(ctx, "bench._domainkey.bench.example")
+	if err != nil || len(txt) != 1 || !strings.HasPrefix(txt[0], "v=DKIM1; k=rsa; p=MII") {
+		t.Errorf("DKIM key: %q %v", txt, err)
+	}
+	if a, err := r.LookupHost(ctx, "2.0.0.127.dnsbl.bench.example"); err != nil || len(a) != 1 {
+		t.Errorf("DNSBL test point: %v %v", a, err)
+	}
+	if _, err := r.LookupHost(ctx, "11.0.0.127.dnsbl.bench.example"); err == nil {
+		t.Error("a client is listed")
+	}
+
+	// The key file was created, and is reused.
+	again, err := benchZone(o)
+	if err != nil || again != zone {
+		t.Errorf("second zone differs (%v)", err)
+	}
+}
+
+func TestFreePorts(t *testing.T) {
+	var out bytes.Buffer
+	if code := run([]string{"-free-ports", "3"}, &out, &out); code != 0 {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+	if f := strings.Fields(out.String()); len(f) != 3 {
+		t.Errorf("%q", out.String())
+	}
+	if code := run(nil, &out, &out); code != 2 {
+		t.Errorf("no service: exit %d", code)
+	}
+}
