@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"sync"
 )
 
 // Spool keeps one message. It fills once (ReadFrom, Write) and is then read
@@ -46,7 +47,9 @@ const copyBufSize = 32 << 10
 // so far stays in the spool (Close still cleans up).
 func (s *Spool) ReadFrom(r io.Reader) (int64, error) {
 	var n int64
-	buf := make([]byte, copyBufSize)
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
 	for {
 		m, rerr := r.Read(buf)
 		if m > 0 {
@@ -109,6 +112,7 @@ func (s *Spool) spill() error {
 			return err
 		}
 	}
+	s.mem.release()
 	s.mem = nil
 	return nil
 }
@@ -121,13 +125,39 @@ const chunkSize = 32 << 10
 // chunks is a message in memory: every chunk but the last is full.
 type chunks [][]byte
 
+// Full-size chunks and ReadFrom's buffers are reused: a busy server would
+// otherwise allocate (and zero, and collect) 64 KB for every small message.
+// This is why no reader of a spool may be used after Close.
+var (
+	chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
+	bufPool   = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+)
+
+func newChunk(size int64) []byte {
+	if size == chunkSize {
+		return (*chunkPool.Get().(*[]byte))[:0]
+	}
+	return make([]byte, 0, size)
+}
+
+// release gives full-size chunks back to the pool.
+func (c chunks) release() {
+	for i, b := range c {
+		if cap(b) == chunkSize {
+			b = b[:0]
+			chunkPool.Put(&b)
+		}
+		c[i] = nil
+	}
+}
+
 // appendMem adds p, which fits in memLimit, to the chunks. A spool with
 // a limit under chunkSize allocates no more than its limit.
 func (s *Spool) appendMem(p []byte) {
 	for len(p) > 0 {
 		n := len(s.mem)
 		if n == 0 || len(s.mem[n-1]) == cap(s.mem[n-1]) {
-			s.mem = append(s.mem, make([]byte, 0, min(chunkSize, s.memLimit-s.size)))
+			s.mem = append(s.mem, newChunk(min(chunkSize, s.memLimit-s.size)))
 			n++
 		}
 		c := s.mem[n-1]
@@ -164,7 +194,8 @@ func (s *Spool) InMemory() bool { return s.f == nil }
 // Reader returns a new reader over the whole message, positioned at its
 // start. Each call gives an independent reader (io.ReadSeeker and
 // io.ReaderAt), so the message can be read several times: once for DKIM,
-// once to relay it. Readers fail after Close.
+// once to relay it. Readers made before Close must not be used after it
+// (its memory is reused); readers made after fail.
 func (s *Spool) Reader() *io.SectionReader {
 	var ra io.ReaderAt = s.mem
 	switch {
@@ -187,6 +218,7 @@ func (s *Spool) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.mem.release()
 	s.mem = nil
 	var err error
 	if s.f != nil {

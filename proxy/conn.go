@@ -30,11 +30,56 @@ type clientConn struct {
 	// smuggling path), or a half-sent command line would be taken whole.
 	readTimedOut atomic.Pointer[error]
 
+	// out holds the replies go-smtp wrote and that are not sent yet. They
+	// go out together when go-smtp next needs input (Postfix's rule: flush
+	// before reading), so the replies to pipelined commands, or the lines of
+	// an EHLO reply, take one write instead of one each.
+	wmu sync.Mutex
+	out []byte
+
 	closeOnce sync.Once
 	onClose   func(*clientConn)
 }
 
+// maxPending bounds what Write holds back.
+const maxPending = 16 << 10
+
+func (c *clientConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.out = append(c.out, p...)
+	if len(c.out) >= maxPending {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// flush sends what Write held back.
+func (c *clientConn) flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.flushLocked()
+}
+
+func (c *clientConn) flushLocked() error {
+	if len(c.out) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.out)
+	if cap(c.out) > maxPending {
+		c.out = nil
+	} else {
+		c.out = c.out[:0]
+	}
+	return err
+}
+
 func (c *clientConn) Read(p []byte) (int, error) {
+	if err := c.flush(); err != nil {
+		return 0, err
+	}
 	if len(c.early) > 0 {
 		n := copy(p, c.early)
 		c.early = c.early[n:]
@@ -53,6 +98,7 @@ func (c *clientConn) Read(p []byte) (int, error) {
 func (c *clientConn) Close() error {
 	err := net.ErrClosed
 	c.closeOnce.Do(func() {
+		c.flush() // a last reply (221, 421) before hanging up
 		err = c.Conn.Close()
 		if c.onClose != nil {
 			c.onClose(c)
@@ -66,11 +112,11 @@ func (c *clientConn) Close() error {
 // nil for the connection itself.
 func (c *clientConn) writeAndClose(w net.Conn, reply string, timeout time.Duration) {
 	if w == nil {
-		w = c.Conn
+		w = c // after what is held back
 	}
 	w.SetWriteDeadline(time.Now().Add(timeout))
 	w.Write([]byte(reply + "\r\n"))
-	c.Close()
+	c.Close() // flushes
 }
 
 // clientOf finds our connection under what go-smtp holds (a *tls.Conn after

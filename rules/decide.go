@@ -181,6 +181,24 @@ type Verdict struct {
 // Skips reports whether a check is switched off by an allow list.
 func (v *Verdict) Skips(check string) bool { return v.SkipAll || v.Skip[check] }
 
+// Skips reports whether the matched lists switch a check off: what Decide
+// would say, without building a verdict. It is asked on every connection
+// before the greeting wait, so it stays small (no fmt, no allocation).
+func (p *Policy) Skips(matched []*List, check string) bool {
+	for _, l := range matched {
+		if l.Log || p.logOnly {
+			continue
+		}
+		if !l.Allow {
+			return false // a deny decides: nothing is skipped
+		}
+		if l.Skip == nil || l.Skip[check] {
+			return true
+		}
+	}
+	return false
+}
+
 // Decide weighs the session so far: the lists that matched (in policy
 // order) and every result. An outcome the rules do not know (a check newer
 // than the rules) counts by its own score.

@@ -272,6 +272,43 @@ entries = ["192.0.2.1"]
 	}
 }
 
+// Policy.Skips agrees with Decide's verdict.
+func TestSkipsAgreesWithDecide(t *testing.T) {
+	p := policy(t, `
+[[list]]
+name = "partial"
+type = "client"
+action = "allow"
+entries = ["192.0.2.0/24"]
+skip = ["pregreet", "helo"]
+[[list]]
+name = "deny"
+type = "client"
+action = "deny"
+entries = ["192.0.2.66"]
+[[list]]
+name = "all"
+type = "client"
+action = "allow"
+entries = ["192.0.2.7", "198.51.100.7"]
+[[list]]
+name = "logged"
+type = "client"
+action = "allow"
+mode = "log"
+entries = ["203.0.113.0/24"]
+`)
+	for _, ip := range []string{"192.0.2.1", "192.0.2.66", "192.0.2.7", "198.51.100.7", "203.0.113.1", "10.0.0.1"} {
+		m := p.MatchLists(Facts{Client: netip.MustParseAddr(ip)})
+		v := p.Decide(m)
+		for _, c := range append(Checks, "unknown") {
+			if got, want := p.Skips(m, c), v.Skips(c); got != want {
+				t.Errorf("%s %s: Skips %v, Decide %v", ip, c, got, want)
+			}
+		}
+	}
+}
+
 func TestListLogMode(t *testing.T) {
 	p := policy(t, "[[list]]\nname = \"b\"\ntype = \"client\"\naction = \"drop\"\nmode = \"log\"\nentries = [\"192.0.2.1\"]\n")
 	v := p.Decide(p.MatchLists(Facts{Client: netip.MustParseAddr("192.0.2.1")}))
