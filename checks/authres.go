@@ -47,6 +47,12 @@ func AuthenticationResults(authservID string, spf *SPFResult, dkim []DKIMSignatu
 	return foldField("Authentication-Results", authres.Format(headerSafe(authservID), results))
 }
 
+// Built once: a Replacer is costly to build and these run for every message.
+var (
+	noParens     = strings.NewReplacer("(", "?", ")", "?")
+	quoteEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+)
+
 // ReceivedSPF returns a Received-SPF header field (RFC 7208 §9.1) for r,
 // as seen by receiver (our host name), folded and ending in CRLF, e.g.
 //
@@ -62,7 +68,7 @@ func ReceivedSPF(receiver string, r *SPFResult) string {
 	}
 	// The comment holds client text: no parentheses or backslashes, so
 	// that it cannot end early or swallow what follows.
-	who = strings.NewReplacer("(", "?", ")", "?").Replace(who)
+	who = noParens.Replace(who)
 	ip := r.Client.String()
 	var comment string
 	switch r.Result {
@@ -82,7 +88,7 @@ func ReceivedSPF(receiver string, r *SPFResult) string {
 		comment = fmt.Sprintf("domain of %s has an unusable SPF record", who)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s (%s: %s)", headerSafe(r.Result), strings.NewReplacer("(", "?", ")", "?").Replace(receiver), comment)
+	fmt.Fprintf(&b, "%s (%s: %s)", headerSafe(r.Result), noParens.Replace(receiver), comment)
 	kv := func(k, v string) { fmt.Fprintf(&b, " %s=%s;", k, kvValue(v)) }
 	kv("client-ip", ip)
 	if r.Sender != "" {
@@ -112,7 +118,7 @@ func kvValue(v string) string {
 	if atom {
 		return v
 	}
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
+	return `"` + quoteEscaper.Replace(v) + `"`
 }
 
 func isAtext(c rune) bool {
