@@ -292,9 +292,10 @@ func (s *Session) Mail(ctx context.Context, from string) Decision {
 			rs = append(rs, r)
 		}
 	}
+	var spf *checks.SPFResult
 	if s.p.SPF != nil && !s.skips("spf") {
 		res := s.p.SPF.Check(ctx, s.client.Addr(), s.lastHELO(), from)
-		s.txn.spf = &res
+		spf = &res
 		rs = append(rs, res.Check)
 	}
 	if d := checks.Domain(from); d != "" && s.p.DNSBL != nil && !s.skips("rhsbl") {
@@ -302,6 +303,7 @@ func (s *Session) Mail(ctx context.Context, from string) Decision {
 	}
 	s.mu.Lock()
 	s.txn.results = append(s.txn.results, rs...)
+	s.txn.spf = spf
 	s.mu.Unlock()
 	return s.decide(atMail, "")
 }
