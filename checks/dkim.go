@@ -21,6 +21,19 @@ type TXTResolver interface {
 	LookupTXT(ctx context.Context, name string) ([]string, error)
 }
 
+// txtLookups bounds ctx by timeout (default 10s) and picks the resolver
+// (default net.DefaultResolver), for the checks that fetch TXT records.
+func txtLookups(ctx context.Context, timeout time.Duration, r TXTResolver) (context.Context, context.CancelFunc, TXTResolver) {
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	return ctx, cancel, r
+}
+
 // DKIM verifies a message's DKIM signatures (RFC 6376) with
 // github.com/emersion/go-msgauth/dkim. It only reports: RFC 6376 §6.3
 // asks verifiers not to treat a broken signature worse than none, so what
@@ -116,16 +129,8 @@ func (d *DKIM) Verify(ctx context.Context, msg io.Reader) DKIMResult {
 		head.WriteString("\r\n")
 	}
 
-	timeout := d.Timeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel, res := txtLookups(ctx, d.Timeout, d.Resolver)
 	defer cancel()
-	var res TXTResolver = net.DefaultResolver
-	if d.Resolver != nil {
-		res = d.Resolver
-	}
 	limit := d.MaxSignatures
 	if limit <= 0 {
 		limit = 5

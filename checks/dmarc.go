@@ -74,16 +74,8 @@ func (d *DMARC) Check(ctx context.Context, fromDomains []string, spf SPFResult, 
 		return res("none", "dmarc.bad_from", "DMARC cannot be applied: the From address has no domain", "")
 	}
 
-	timeout := d.Timeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel, resolver := txtLookups(ctx, d.Timeout, d.Resolver)
 	defer cancel()
-	var resolver TXTResolver = net.DefaultResolver
-	if d.Resolver != nil {
-		resolver = d.Resolver
-	}
 
 	// Policy discovery, RFC 7489 §6.6.3: the From domain, then its
 	// organizational domain.

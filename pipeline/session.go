@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -132,6 +133,13 @@ func (s *Session) HELOs() []string {
 	return append([]string(nil), s.helos...)
 }
 
+// SawHELO reports whether name was checked on this connection already.
+func (s *Session) SawHELO(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Contains(s.helos, name)
+}
+
 // Results returns every result so far: the connection's, then the
 // transaction's.
 func (s *Session) Results() []checks.Result {
@@ -227,18 +235,6 @@ func (s *Session) Connect(waited bool) Decision {
 	return d
 }
 
-// DNSBL returns the DNS lists' verdict once they have answered, else nil.
-func (s *Session) DNSBL() *dnsbl.Verdict {
-	select {
-	case <-s.dnsblDone:
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.dnsbl
-	default:
-		return nil
-	}
-}
-
 // collectDNSBL adds the DNS lists' results, waiting for them if need be.
 func (s *Session) collectDNSBL() {
 	<-s.dnsblDone // bounded by the checker's timeout
@@ -256,10 +252,7 @@ func (s *Session) collectDNSBL() {
 func (s *Session) Helo(ctx context.Context, name string) Decision {
 	s.collectDNSBL()
 	s.mu.Lock()
-	seen := false
-	for _, h := range s.helos {
-		seen = seen || h == name
-	}
+	seen := slices.Contains(s.helos, name)
 	if !seen {
 		s.helos = append(s.helos, name)
 	}

@@ -159,32 +159,14 @@ func (st *connState) setHangup(stage string) {
 }
 
 // smtpError converts a decision's reply into what go-smtp writes back. It
-// must be a bare *smtp.SMTPError: go-smtp does not unwrap errors.
+// must be a bare *smtp.SMTPError: go-smtp does not unwrap errors. The
+// enhanced code goes into the text, as for the backend's replies
+// (replyError): go-smtp would otherwise invent "X.0.0" for a reply without
+// one.
 func smtpError(r rules.Reply) *smtp.SMTPError {
-	return &smtp.SMTPError{Code: r.Code, EnhancedCode: enhanced(r.Enhanced, r.Code), Message: r.Text}
-}
-
-// enhanced parses "5.7.1"; without one, go-smtp would invent X.0.0, so say
-// explicitly there is none.
-func enhanced(s string, code int) smtp.EnhancedCode {
-	var e smtp.EnhancedCode
-	n, part := 0, 0
-	for i := 0; i <= len(s); i++ {
-		if i == len(s) || s[i] == '.' {
-			if part > 2 {
-				return smtp.NoEnhancedCode
-			}
-			e[part] = n
-			part, n = part+1, 0
-			continue
-		}
-		if s[i] < '0' || s[i] > '9' {
-			return smtp.NoEnhancedCode
-		}
-		n = n*10 + int(s[i]-'0')
+	text := r.Text
+	if r.Enhanced != "" {
+		text = r.Enhanced + " " + text
 	}
-	if part != 3 || s == "" {
-		return smtp.NoEnhancedCode
-	}
-	return e
+	return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.NoEnhancedCode, Message: text}
 }

@@ -86,9 +86,12 @@ func (se *session) apply(d pipeline.Decision, rcpt string) error {
 func (se *session) Mail(from string, opts *smtp.MailOptions) error {
 	se.from, se.mail, se.held, se.open = from, opts, false, false
 	// A client that changed its name with a second EHLO (go-smtp does not
-	// ask us again) has the new name checked too.
-	if err := se.hello(); err != nil {
-		return err
+	// ask us again) has the new name checked too. A name already checked
+	// needs no second decision: MAIL's own covers it.
+	if !se.st.pipe.SawHELO(se.c.Hostname()) {
+		if err := se.hello(); err != nil {
+			return err
+		}
 	}
 	ctx, cancel := se.ctx()
 	defer cancel()

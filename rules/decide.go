@@ -16,9 +16,6 @@ import (
 //go:embed default.toml
 var defaultRules []byte
 
-// DefaultRules returns the built-in rule file.
-func DefaultRules() []byte { return append([]byte(nil), defaultRules...) }
-
 // Action is what happens to a session, from mildest to harshest; a decision
 // takes the harshest one that any outcome, list or threshold asks for.
 type Action int
@@ -124,9 +121,6 @@ type Policy struct {
 
 // HasLists reports whether any allow or deny list is configured.
 func (p *Policy) HasLists() bool { return len(p.lists) > 0 }
-
-// DefaultStage is when refusals decided before RCPT are given by default.
-func (p *Policy) DefaultStage() Stage { return p.stage }
 
 // lookup finds the rule for an outcome: by exact name, then by family
 // ("dnsbl.zen.example" → "dnsbl.").

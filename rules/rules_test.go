@@ -416,7 +416,7 @@ func TestParseReply(t *testing.T) {
 }
 
 func FuzzParse(f *testing.F) {
-	f.Add(DefaultRules())
+	f.Add(defaultRules)
 	f.Add([]byte("[[list]]\nname = \"a\"\ntype = \"client\"\naction = \"allow\"\nentries = [\"192.0.2.0/24\"]\nskip = [\"helo\"]\n"))
 	f.Add([]byte("[outcome.\"helo.no_dot\"]\naction = \"tempfail\"\nreply = \"451 4.7.1 x\"\nstage = \"now\"\nmode = \"log\"\n"))
 	f.Add([]byte("[scores]\ntag = 1.5\n[defaults]\nmode = \"log\"\n"))
