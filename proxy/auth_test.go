@@ -259,3 +259,27 @@ func TestSpillToDisk(t *testing.T) {
 		t.Errorf("spool dir keeps %d files", len(ents))
 	}
 }
+
+// headers.received_spf adds a Received-SPF field (RFC 7208 §9.1) naming the
+// result, the client, the sender and us.
+func TestReceivedSPFHeader(t *testing.T) {
+	h, _ := authHarness(t, func(c *config.Config) { c.Headers.ReceivedSPF = true })
+	c := h.greetedAs("192.0.2.8")
+	c.SendMail("[192.0.2.8]", "alice@signer.test", []string{"bob@mxguard.test"}, []byte("From: alice@signer.test\r\nSubject: spf\r\n\r\nx\r\n"))
+	got, err := h.sink.WaitMessages(1, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields, _ := ourFields(got[0].Data)
+	var spf string
+	for _, f := range fields {
+		if strings.HasPrefix(f, "Received-SPF:") {
+			spf = strings.ReplaceAll(f, "\r\n\t", " ")
+		}
+	}
+	for _, want := range []string{"Received-SPF: pass (mx.mxguard.test:", "client-ip=192.0.2.8;", `envelope-from="alice@signer.test";`, "receiver=mx.mxguard.test;"} {
+		if !strings.Contains(spf, want) {
+			t.Errorf("Received-SPF %q lacks %q (our fields: %q)", spf, want, fields)
+		}
+	}
+}

@@ -271,3 +271,34 @@ func mustRead(t *testing.T, p string) []byte {
 	}
 	return b
 }
+
+// SIGHUP reopens log.path, as logrotate expects: after the file is moved
+// away, new lines go to a new file at the configured path.
+func TestServeReopensLog(t *testing.T) {
+	dns := dnsfixture.StartT(t, cmdZone)
+	sink := mailsink.StartT(t, &mailsink.Server{XCLIENT: true})
+	dir := t.TempDir()
+	cfgPath, logPath := filepath.Join(dir, "mxguard.toml"), filepath.Join(dir, "mxguard.log")
+	listen := freePort(t)
+	writeConfig(t, cfgPath, listen, sink.Addr(), dns.Addr(), logPath, "")
+
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- serve(cfgPath, &stderr) }()
+	waitLog(t, logPath, `"msg":"started"`, 1)
+
+	rotated := logPath + ".1"
+	if err := os.Rename(logPath, rotated); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	waitLog(t, logPath, `"msg":"reloaded"`, 1)
+	if b, _ := os.ReadFile(rotated); !strings.Contains(string(b), `"msg":"started"`) || strings.Contains(string(b), `"msg":"reloaded"`) {
+		t.Errorf("the rotated file should keep the old lines only:\n%s", b)
+	}
+
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	if code := <-done; code != 0 {
+		t.Errorf("serve exited %d: %s", code, stderr.String())
+	}
+}
