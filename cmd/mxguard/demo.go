@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	_ "embed"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,6 +25,13 @@ import (
 var demoZone string
 
 const defaultDemoDelay = 3 * time.Second
+
+func demoFlags(fs *flag.FlagSet) runner {
+	listen := fs.String("listen", "127.0.0.1:2525", "where the demo listens")
+	dir := fs.String("dir", "mxguard-demo", "folder for the demo backend's mail")
+	delay := fs.Duration("greet-delay", defaultDemoDelay, "greeting delay")
+	return noArgs("demo", func(stdout, stderr io.Writer) int { return demo(*listen, *dir, *delay, stdout, stderr) })
+}
 
 // demo runs mxguard on loopback in front of a built-in backend that stores
 // mail in a folder, with a built-in DNS zone, so a newcomer sees it work

@@ -16,9 +16,7 @@ import (
 // logCmd reads decision logs and shows what mxguard refused and why: one
 // terse line per record, or a summary. With no file it reads the config's
 // log.path (or standard input when that is "-").
-func logCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("log", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func logFlags(fs *flag.FlagSet) runner {
 	path := fs.String("config", defaultConfig, "configuration file (for log.path when no file is given)")
 	all := fs.Bool("all", false, "every record, not only refusals")
 	would := fs.Bool("would", false, "only what rules in log mode would have refused")
@@ -30,35 +28,47 @@ func logCmd(args []string, stdout, stderr io.Writer) int {
 	since := fs.Duration("since", 0, "only the last DURATION (e.g. 2h)")
 	summary := fs.Bool("summary", false, "counts by rule, stage and client instead of lines")
 	asJSON := fs.Bool("json", false, "print the matching records as JSON lines")
-	if fs.Parse(args) != nil {
-		return 1
+	return func(files []string, stdout, stderr io.Writer) int {
+		return logCmd(logOptions{path: *path, all: *all, would: *would, client: *client, rule: *rule, stage: *stage,
+			text: *text, session: *session, since: *since, summary: *summary, asJSON: *asJSON, files: files}, stdout, stderr)
 	}
-	f := decisionlog.Filter{Rule: *rule, Stage: *stage, Text: *text, Session: *session}
+}
+
+// logOptions are log's flags and arguments.
+type logOptions struct {
+	path, client, rule, stage, text, session string
+	all, would, summary, asJSON              bool
+	since                                    time.Duration
+	files                                    []string
+}
+
+func logCmd(o logOptions, stdout, stderr io.Writer) int {
+	f := decisionlog.Filter{Rule: o.rule, Stage: o.stage, Text: o.text, Session: o.session}
 	switch {
-	case *would:
+	case o.would:
 		f.Msgs = []string{"would refuse"}
-	case !*all:
+	case !o.all:
 		f.Msgs = []string{"refused", "would refuse"}
 	}
-	if *client != "" {
-		p, err := netip.ParsePrefix(*client)
+	if o.client != "" {
+		p, err := netip.ParsePrefix(o.client)
 		if err != nil {
-			a, aerr := netip.ParseAddr(*client)
+			a, aerr := netip.ParseAddr(o.client)
 			if aerr != nil {
-				fmt.Fprintf(stderr, "mxguard log: -client %q is not an address or CIDR\n", *client)
+				fmt.Fprintf(stderr, "mxguard log: -client %q is not an address or CIDR\n", o.client)
 				return 1
 			}
 			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
 		}
 		f.Client = p
 	}
-	if *since > 0 {
-		f.Since = time.Now().Add(-*since)
+	if o.since > 0 {
+		f.Since = time.Now().Add(-o.since)
 	}
 
-	files := fs.Args()
+	files := o.files
 	if len(files) == 0 {
-		cfg, err := config.Load(*path)
+		cfg, err := config.Load(o.path)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
@@ -84,9 +94,9 @@ func logCmd(args []string, stdout, stderr io.Writer) int {
 				return nil
 			}
 			switch {
-			case *summary:
+			case o.summary:
 				sum.Add(r)
-			case *asJSON:
+			case o.asJSON:
 				return enc.Encode(r)
 			default:
 				_, err := fmt.Fprintln(stdout, decisionlog.Line(r))
@@ -100,7 +110,7 @@ func logCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		bad += st.Bad
 	}
-	if *summary {
+	if o.summary {
 		sum.Write(stdout, 20)
 	}
 	if bad > 0 {

@@ -302,3 +302,31 @@ func TestServeReopensLog(t *testing.T) {
 		t.Errorf("serve exited %d: %s", code, stderr.String())
 	}
 }
+
+// Every subcommand prints its usage for -h and succeeds; an unknown flag
+// is a usage error (exit 2) that shows the usage.
+func TestSubcommandHelp(t *testing.T) {
+	for _, c := range commands {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if code := run([]string{c.name, "-h"}, &out, &errb); code != 0 {
+				t.Errorf("-h: exit %d, stderr %q", code, errb.String())
+			}
+			if !strings.Contains(out.String(), "usage: mxguard "+c.name) {
+				t.Errorf("-h printed %q", out.String())
+			}
+			out.Reset()
+			errb.Reset()
+			if code := run([]string{c.name, "-no-such-flag"}, &out, &errb); code != 2 {
+				t.Errorf("unknown flag: exit %d", code)
+			}
+			if !strings.Contains(errb.String(), "flag provided but not defined") || !strings.Contains(errb.String(), "usage: mxguard "+c.name) {
+				t.Errorf("unknown flag: stderr %q", errb.String())
+			}
+		})
+	}
+	var out bytes.Buffer
+	if code := run([]string{"-h"}, &out, &out); code != 0 || !strings.Contains(out.String(), "check-config") {
+		t.Errorf("mxguard -h: %d %q", code, out.String())
+	}
+}

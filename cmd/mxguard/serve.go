@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +18,16 @@ import (
 )
 
 const defaultConfig = config.DefaultPath
+
+func serveFlags(fs *flag.FlagSet) runner {
+	path := fs.String("config", defaultConfig, "configuration file")
+	return noArgs("serve", func(_, stderr io.Writer) int { return serve(*path, stderr) })
+}
+
+func checkConfigFlags(fs *flag.FlagSet) runner {
+	path := fs.String("config", defaultConfig, "configuration file")
+	return noArgs("check-config", func(stdout, stderr io.Writer) int { return checkConfig(*path, stdout, stderr) })
+}
 
 // serve runs mxguard until SIGTERM or SIGINT. SIGHUP re-reads the config:
 // a bad one is logged and the running one stays in force.

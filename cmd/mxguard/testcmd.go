@@ -30,9 +30,7 @@ func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 // described session through every check and rule, with live DNS or a zone
 // file, and sends mail nowhere. The exit status is 0 if the mail would be
 // accepted, 4 for a temporary refusal, 5 for a permanent one, 1 on error.
-func testSession(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func testFlags(fs *flag.FlagSet) runner {
 	path := fs.String("config", defaultConfig, "configuration file")
 	zone := fs.String("zone", "", "answer DNS from this zone file instead of the configured resolvers")
 	client := fs.String("client", "", "the client's IP address (required)")
@@ -44,22 +42,33 @@ func testSession(args []string, stdout, stderr io.Writer) int {
 	msgFile := fs.String("message", "", "message file (RFC 5322) for the DATA stage")
 	pregreet := fs.Bool("pregreet", false, "the client talked before the greeting")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if fs.Parse(args) != nil {
-		return 1
-	}
-	ip, err := netip.ParseAddr(*client)
+	return noArgs("test", func(stdout, stderr io.Writer) int {
+		return testSession(testOptions{path: *path, zone: *zone, client: *client, helo: *helo, from: *from,
+			null: *null, to: to, msgFile: *msgFile, pregreet: *pregreet, asJSON: *asJSON}, stdout, stderr)
+	})
+}
+
+// testOptions are test's flags.
+type testOptions struct {
+	path, zone, client, helo, from, msgFile string
+	null, pregreet, asJSON                  bool
+	to                                      []string
+}
+
+func testSession(o testOptions, stdout, stderr io.Writer) int {
+	ip, err := netip.ParseAddr(o.client)
 	if err != nil {
-		fmt.Fprintf(stderr, "mxguard test: -client %q is not an IP address\n", *client)
+		fmt.Fprintf(stderr, "mxguard test: -client %q is not an IP address\n", o.client)
 		return 1
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := config.Load(o.path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
 	dnsFrom := "resolvers " + strings.Join(cfg.DNS.Resolvers, ", ")
-	if *zone != "" {
-		data, err := os.ReadFile(*zone)
+	if o.zone != "" {
+		data, err := os.ReadFile(o.zone)
 		if err != nil {
 			fmt.Fprintf(stderr, "mxguard test: %v\n", err)
 			return 1
@@ -69,12 +78,12 @@ func testSession(args []string, stdout, stderr io.Writer) int {
 			err = srv.Start("127.0.0.1:0")
 		}
 		if err != nil {
-			fmt.Fprintf(stderr, "mxguard test: %s: %v\n", *zone, err)
+			fmt.Fprintf(stderr, "mxguard test: %s: %v\n", o.zone, err)
 			return 1
 		}
 		defer srv.Close()
 		cfg.DNS.Resolvers = []string{srv.Addr()}
-		dnsFrom = "zone file " + *zone
+		dnsFrom = "zone file " + o.zone
 	} else if len(cfg.DNS.Resolvers) == 0 {
 		dnsFrom = "/etc/resolv.conf"
 	}
@@ -89,8 +98,8 @@ func testSession(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	var msg *message.Spool
-	if *msgFile != "" {
-		f, err := os.Open(*msgFile)
+	if o.msgFile != "" {
+		f, err := os.Open(o.msgFile)
 		if err != nil {
 			fmt.Fprintf(stderr, "mxguard test: %v\n", err)
 			return 1
@@ -104,35 +113,35 @@ func testSession(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	sender := *from
-	if *null {
+	sender := o.from
+	if o.null {
 		sender = ""
-	} else if sender == "" && len(to) > 0 {
+	} else if sender == "" && len(o.to) > 0 {
 		fmt.Fprintln(stderr, "mxguard test: -from is needed with -to (or -null-sender)")
 		return 1
 	}
 
 	r := trace{p: p, s: p.NewSession(netip.AddrPortFrom(ip, 40000), nil)}
-	r.Header = fmt.Sprintf("client %s, config %s, DNS from %s", ip, *path, dnsFrom)
+	r.Header = fmt.Sprintf("client %s, config %s, DNS from %s", ip, o.path, dnsFrom)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	r.stage("connect", "", func() pipeline.Decision {
-		if *pregreet {
+		if o.pregreet {
 			r.s.Pregreet(checks.Result{Check: "pregreet", Outcome: "pregreet", Reason: "the client talked before the greeting (-pregreet)"})
 		}
-		return r.s.Connect(!*pregreet)
+		return r.s.Connect(!o.pregreet)
 	})
-	if *helo != "" && !r.over() {
-		r.stage("helo", *helo, func() pipeline.Decision { return r.s.Helo(ctx, *helo) })
+	if o.helo != "" && !r.over() {
+		r.stage("helo", o.helo, func() pipeline.Decision { return r.s.Helo(ctx, o.helo) })
 	}
-	if (sender != "" || *null) && !r.over() {
+	if (sender != "" || o.null) && !r.over() {
 		r.stage("mail", "<"+sender+">", func() pipeline.Decision { return r.s.Mail(ctx, sender) })
 	}
 	// A refused recipient does not end a session: the client may try the
 	// next one. The session is refused at RCPT only if every one was.
 	accepted := 0
 	var lastRefusal finalOut
-	for _, rc := range to {
+	for _, rc := range o.to {
 		if r.over() {
 			break
 		}
@@ -143,7 +152,7 @@ func testSession(args []string, stdout, stderr io.Writer) int {
 			accepted++
 		}
 	}
-	if len(to) > 0 && accepted == 0 {
+	if len(o.to) > 0 && accepted == 0 {
 		r.Final = lastRefusal
 	}
 	if msg != nil && !r.over() && len(r.s.Rcpts())+r.held > 0 {
@@ -154,7 +163,7 @@ func testSession(args []string, stdout, stderr io.Writer) int {
 		})
 	}
 	r.finish()
-	if *asJSON {
+	if o.asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		enc.Encode(r)
