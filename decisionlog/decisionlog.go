@@ -6,6 +6,7 @@ package decisionlog
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -94,32 +95,14 @@ type Stats struct {
 // Read calls fn for every record in r, in order, and counts the lines it
 // had to skip. fn's error stops reading and is returned.
 func Read(r io.Reader, fn func(Record) error) (Stats, error) {
-	var st Stats
-	br := bufio.NewReaderSize(r, 64<<10)
-	for {
-		line, err := readLine(br)
-		if len(line) > 0 {
-			st.Lines++
-			if rec, perr := Parse(line); perr != nil {
-				st.Bad++
-			} else {
-				st.Records++
-				if ferr := fn(rec); ferr != nil {
-					return st, ferr
-				}
-			}
-		}
-		if err == io.EOF {
-			return st, nil
-		}
-		if err != nil {
-			return st, err
+	s := NewScanner(r)
+	for s.Scan() {
+		if err := fn(s.Record()); err != nil {
+			return s.Stats(), err
 		}
 	}
+	return s.Stats(), s.Err()
 }
-
-// errLong marks a line over MaxLine: it is skipped whole.
-var errLong = errors.New("line too long")
 
 // readLine returns the next line without its end; a line over MaxLine is
 // returned as one byte that does not parse, so it counts as bad.
@@ -141,7 +124,7 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 		if err == bufio.ErrBufferFull {
 			continue
 		}
-		return []byte(strings.TrimRight(string(line), "\r\n")), err
+		return bytes.TrimRight(line, "\r\n"), err
 	}
 }
 

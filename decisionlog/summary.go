@@ -19,13 +19,28 @@ func NewSummary() *Summary {
 	return &Summary{ByRule: map[string]int{}, ByStage: map[string]int{}, ByClient: map[string]int{}, WouldByRule: map[string]int{}}
 }
 
-// Add counts one record.
+// Add counts one record: in the totals, and in the tables if it is a
+// refusal.
 func (s *Summary) Add(r Record) {
+	s.Seen(r)
+	s.Refusal(r)
+}
+
+// Seen counts one record in the totals of sessions and relayed messages
+// only: `mxguard log -summary` counts every record read there, and only
+// those its filter selects in the tables.
+func (s *Summary) Seen(r Record) {
 	switch r.Msg {
 	case "session":
 		s.Sessions++
 	case "relayed":
 		s.Relayed++
+	}
+}
+
+// Refusal counts one record in the refusal tables, if it is a refusal.
+func (s *Summary) Refusal(r Record) {
+	switch r.Msg {
 	case "refused":
 		s.Refused++
 		s.ByRule[r.Rule]++
