@@ -9,9 +9,11 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/mxguard/mxguard/config"
+	"github.com/mxguard/mxguard/internal/sdnotify"
 	"github.com/mxguard/mxguard/proxy"
 	"github.com/mxguard/mxguard/reputation"
 	"github.com/mxguard/mxguard/resolver"
@@ -71,14 +73,18 @@ func serve(path string, stderr io.Writer) int {
 	}
 	logger.Info("started", "version", versionString(), "config", path, "hostname", cfg.Hostname,
 		"backend", cfg.Backend.Address, "client_identity", string(cfg.Backend.ClientIdentity))
+	sd := sdnotify.New(func(err error) { logger.Warn("telling systemd failed", "err", err.Error()) })
+	sd.Ready("listening on " + strings.Join(cfg.Listen.Addresses, ", "))
 
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
+			sd.Reloading("reloading " + path)
 			out.Reopen() // after logrotate
 			cur := srv.Runtime()
 			next, err := reload(path, cur, logger)
 			if err != nil {
 				logger.Error("reload failed, keeping the running config", "config", path, "err", err.Error())
+				sd.Ready("reload failed, still running the previous config: " + err.Error())
 				continue
 			}
 			level.Set(logLevel(next.Cfg.Log.Level))
@@ -86,8 +92,10 @@ func serve(path string, stderr io.Writer) int {
 			srv.Reload(next)
 			cur.Close() // its sessions in flight go on
 			logger.Info("reloaded", "config", path)
+			sd.Ready("reloaded " + path)
 			continue
 		}
+		sd.Stopping("stopping on " + sig.String())
 		logger.Info("stopping", "signal", sig.String(), "timeout", cfg.Limits.ShutdownTimeout.D().String())
 		ctx, cancel := context.WithTimeout(context.Background(), srv.Runtime().Cfg.Limits.ShutdownTimeout.D())
 		err := srv.Shutdown(ctx)
