@@ -20,16 +20,16 @@ import (
 // the config's log.path (standard input when that is "-").
 func logFlags(fs *flag.FlagSet) runner {
 	o := logOptions{stdin: os.Stdin}
-	fs.StringVar(&o.path, "config", defaultConfig, "configuration file (for log.path when no file is given)")
+	fs.StringVar(&o.path, "config", defaultConfig, "configuration `file` (for log.path when no file is given)")
 	fs.BoolVar(&o.all, "all", false, "every record, not only refusals")
 	fs.BoolVar(&o.would, "would", false, "only what rules in log mode would have refused")
-	fs.StringVar(&o.client, "client", "", "client address or CIDR")
-	fs.StringVar(&o.rule, "rule", "", "rule, a pattern: helo.*, dnsbl*, deny.partners")
-	fs.StringVar(&o.stage, "stage", "", "connect, helo, mail, rcpt or data")
-	fs.StringVar(&o.text, "text", "", "text in the HELO, sender or recipients")
-	fs.StringVar(&o.session, "session", "", "one session id")
-	fs.Var(&o.since, "since", "only records from this time on: a duration ago (2h, 30m) or an RFC 3339 time (2026-11-23T15:00:00Z)")
-	fs.Var(&o.until, "until", "only records before this time: a duration ago (1h) or an RFC 3339 time")
+	fs.StringVar(&o.client, "client", "", "client `address` or CIDR")
+	fs.StringVar(&o.rule, "rule", "", "the deciding rule, a `pattern`: helo.*, dnsbl*, deny.partners")
+	fs.StringVar(&o.stage, "stage", "", "the `stage` of the refusal: connect, helo, mail, rcpt or data")
+	fs.StringVar(&o.text, "text", "", "`text` in the HELO, sender or recipients")
+	fs.StringVar(&o.session, "session", "", "one session `id`")
+	fs.Var(&o.since, "since", "only records from this `time` on: a duration ago (2h, 30m) or an RFC 3339 time (2026-11-23T15:00:00Z)")
+	fs.Var(&o.until, "until", "only records before this `time`: a duration ago (1h) or an RFC 3339 time")
 	fs.BoolVar(&o.summary, "summary", false, "counts instead of lines: sessions and relayed messages read, refusals by rule, stage and client")
 	fs.BoolVar(&o.asJSON, "json", false, "print the matching records as JSON lines")
 	return func(files []string, stdout, stderr io.Writer) int {
