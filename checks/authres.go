@@ -7,6 +7,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/emersion/go-msgauth/authres"
+
+	"github.com/mxguard/mxguard/config"
 )
 
 // AuthenticationResults returns a complete Authentication-Results header
@@ -211,4 +213,21 @@ func words(s string) []string {
 		ws = append(ws, s[start:])
 	}
 	return ws
+}
+
+// AuthHeaders returns the header fields that report a transaction's
+// authentication results, as configured: Authentication-Results (SPF,
+// DKIM and DMARC as far as they ran) and Received-SPF.
+func AuthHeaders(s *Session, authservID string, h config.Headers) []byte {
+	spf, _ := Get(s, SPFKey)
+	var out []byte
+	if h.AuthenticationResults {
+		sigs, _ := Get(s, DKIMKey)
+		dmarc, _ := Get(s, DMARCKey)
+		out = append(out, AuthenticationResults(authservID, spf, sigs, dmarc)...)
+	}
+	if h.ReceivedSPF && spf != nil {
+		out = append(out, ReceivedSPF(authservID, spf)...)
+	}
+	return out
 }

@@ -100,7 +100,7 @@ func (d *DKIM) Verify(ctx context.Context, msg io.Reader) DKIMResult {
 			outcome, why = "dkim.permerror", "has an unusable header"
 		}
 		return DKIMResult{Results: []Result{{
-			Check: "dkim", Outcome: outcome,
+			Check: DKIMName, Outcome: outcome,
 			Reason: "DKIM not checked: the message " + why, Evidence: err.Error(),
 		}}}
 	}
@@ -114,7 +114,7 @@ func (d *DKIM) Verify(ctx context.Context, msg io.Reader) DKIMResult {
 		}
 	}
 	if len(sigs) == 0 {
-		return DKIMResult{Results: []Result{{Check: "dkim", Outcome: "dkim.none", Reason: "message is not DKIM-signed"}}}
+		return DKIMResult{Results: []Result{{Check: DKIMName, Outcome: "dkim.none", Reason: "message is not DKIM-signed"}}}
 	}
 
 	// Hand the library the header we already read, then the rest. A
@@ -198,7 +198,7 @@ func dkimResult(err error) string {
 
 func (s *DKIMSignature) result() Result {
 	sig := fmt.Sprintf("DKIM signature d=%s s=%s", s.Domain, s.Selector)
-	r := Result{Check: "dkim", Outcome: "dkim." + s.Result, Evidence: "i=" + s.Identifier + " a=" + s.Algorithm}
+	r := Result{Check: DKIMName, Outcome: "dkim." + s.Result, Evidence: "i=" + s.Identifier + " a=" + s.Algorithm}
 	switch s.Result {
 	case "pass":
 		r.Reason = sig + " verified"
@@ -269,4 +269,34 @@ func (l *readLatch) Read(p []byte) (int, error) {
 		err = io.EOF
 	}
 	return n, err
+}
+
+// DKIMName names the DKIM check.
+const DKIMName Name = "dkim"
+
+// DKIMKey holds a message's verified signatures, for DMARC and the header.
+var DKIMKey = NewKey[[]DKIMSignature]("dkim", TxnScope)
+
+// DKIMSpec registers DKIM verification, on the whole message.
+var DKIMSpec = Spec{
+	Name:     DKIMName,
+	Stages:   []Stage{AtData},
+	Outcomes: []string{"dkim.pass", "dkim.fail", "dkim.none", "dkim.temperror", "dkim.permerror"},
+	New: func(env *Env) (Check, error) {
+		c := env.Config.DKIM
+		if !c.Enabled || env.Resolver == nil {
+			return nil, nil
+		}
+		return &DKIM{Resolver: env.Resolver, MaxSignatures: c.MaxSignatures, Timeout: c.Timeout.D()}, nil
+	},
+}
+
+// Run verifies the message's signatures.
+func (d *DKIM) Run(ctx context.Context, _ Stage, s *Session) []Result {
+	if s.Header == nil {
+		return nil // the message check refuses it
+	}
+	v := d.Verify(ctx, s.Message.Reader())
+	Put(s, DKIMKey, v.Signatures)
+	return v.Results
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/emersion/go-msgauth/dmarc"
 	"golang.org/x/net/publicsuffix"
+
+	"github.com/mxguard/mxguard/message"
 )
 
 // DMARC applies the From domain's DMARC policy (RFC 7489) to the SPF and
@@ -60,14 +62,14 @@ func (d *DMARC) Check(ctx context.Context, fromDomains []string, spf SPFResult, 
 		if len(fromDomains) > 1 {
 			why = fmt.Sprintf("the From field has %d addresses (%s)", len(fromDomains), strings.Join(fromDomains, ", "))
 		}
-		return DMARCResult{Result: "none", Check: Result{Check: "dmarc", Outcome: "dmarc.bad_from",
+		return DMARCResult{Result: "none", Check: Result{Check: DMARCName, Outcome: "dmarc.bad_from",
 			Reason: "DMARC cannot be applied: " + why + "; RFC 7489 §6.6.1 allows rejecting such mail"}}
 	}
 	from := normDomain(fromDomains[0])
 	r := DMARCResult{Domain: from}
 	res := func(result, outcome, reason, evidence string) DMARCResult {
 		r.Result = result
-		r.Check = Result{Check: "dmarc", Outcome: outcome, Reason: reason, Evidence: evidence}
+		r.Check = Result{Check: DMARCName, Outcome: outcome, Reason: reason, Evidence: evidence}
 		return r
 	}
 	if from == "" {
@@ -253,4 +255,38 @@ func lookupDMARC(ctx context.Context, r TXTResolver, domain string) (string, *dm
 		return recs[0], nil
 	}
 	return "", &dmarcError{msg: fmt.Sprintf("%d DMARC records", len(recs)), err: name + " TXT " + quoteAll(recs)}
+}
+
+// DMARCName names the DMARC check.
+const DMARCName Name = "dmarc"
+
+// DMARCKey holds a message's DMARC result, for the header.
+var DMARCKey = NewKey[*DMARCResult]("dmarc", TxnScope)
+
+// DMARCSpec registers DMARC: it runs after SPF and DKIM, on their results.
+var DMARCSpec = Spec{
+	Name:   DMARCName,
+	Stages: []Stage{AtData},
+	Outcomes: []string{"dmarc.pass", "dmarc.reject", "dmarc.quarantine", "dmarc.fail_none", "dmarc.none",
+		"dmarc.temperror", "dmarc.permerror", "dmarc.bad_from"},
+	New: func(env *Env) (Check, error) {
+		if !env.Config.DMARC.Enabled || env.Resolver == nil {
+			return nil, nil
+		}
+		return &DMARC{Resolver: env.Resolver, Timeout: env.Config.DMARC.Timeout.D()}, nil
+	},
+}
+
+// Run applies the From domain's policy to the SPF and DKIM results; it
+// needs SPF's (DMARC is nothing without it).
+func (d *DMARC) Run(ctx context.Context, _ Stage, s *Session) []Result {
+	spf, ok := Get(s, SPFKey)
+	if !ok || s.Header == nil {
+		return nil
+	}
+	sigs, _ := Get(s, DKIMKey)
+	froms, _ := message.FromDomains(s.Header)
+	r := d.Check(ctx, froms, *spf, sigs)
+	Put(s, DMARCKey, &r)
+	return []Result{r.Check}
 }

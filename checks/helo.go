@@ -128,7 +128,7 @@ func hostnameSyntax(name string) string {
 func (h *HELO) Check(ctx context.Context, helo string, client netip.Addr) Result {
 	client = client.Unmap()
 	res := func(outcome, reason, evidence string) Result {
-		return Result{Check: "helo", Outcome: outcome, Reason: reason, Evidence: evidence}
+		return Result{Check: HELOName, Outcome: outcome, Reason: reason, Evidence: evidence}
 	}
 	outcome, reason, lit := Classify(helo)
 	if outcome != "" {
@@ -171,7 +171,7 @@ func (h *HELO) forward(ctx context.Context, helo, name string, client netip.Addr
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	ips, err := h.Resolver.LookupIP(ctx, network, name+".")
-	r := Result{Check: "helo"}
+	r := Result{Check: HELOName}
 	var dnsErr *net.DNSError
 	switch {
 	case err != nil && errors.As(err, &dnsErr) && dnsErr.IsNotFound:
@@ -197,4 +197,35 @@ func (h *HELO) forward(ctx context.Context, helo, name string, client netip.Addr
 		r.Evidence = fmt.Sprintf("%s %s", rtype, strings.Join(addrs, " "))
 	}
 	return r
+}
+
+// HELOName names the HELO check.
+const HELOName Name = "helo"
+
+// HELOSpec registers the HELO check: RFC 5321 syntax and RFC 2505 honesty
+// of every new HELO/EHLO name.
+var HELOSpec = Spec{
+	Name:   HELOName,
+	Stages: []Stage{AtHELO},
+	Outcomes: []string{"helo.pass", "helo.empty", "helo.no_dot", "helo.localhost", "helo.bare_ip", "helo.bad_syntax",
+		"helo.bad_literal", "helo.claims_us", "helo.literal_mismatch", "helo.unresolvable", "helo.forward_mismatch",
+		"helo.dns_temp"},
+	New: func(env *Env) (Check, error) {
+		cfg := env.Config
+		h := &HELO{
+			Hostname:     cfg.Hostname,
+			LocalDomains: cfg.LocalDomainSet(),
+			OwnIPs:       cfg.OwnAddresses(),
+			DNSTimeout:   cfg.DNS.Timeout.D() * time.Duration(max(cfg.DNS.Attempts, 1)),
+		}
+		if cfg.HELO.ForwardDNS && env.Resolver != nil {
+			h.Resolver = env.Resolver
+		}
+		return h, nil
+	},
+}
+
+// Run checks the newest name.
+func (h *HELO) Run(ctx context.Context, _ Stage, s *Session) []Result {
+	return []Result{h.Check(ctx, s.HELO, s.Client.Addr())}
 }

@@ -8,9 +8,8 @@ import "strings"
 
 // Result is one observation made by a check.
 type Result struct {
-	// Check names the check that made the observation: "helo", "pregreet",
-	// "sender", "dnsbl", ...
-	Check string `json:"check"`
+	// Check names the check that made the observation.
+	Check Name `json:"check"`
 	// Outcome is the stable, documented name admins write in rules and grep in
 	// logs: "<check>.<what>", e.g. "helo.bare_ip", or a bare name ("pregreet").
 	Outcome string `json:"outcome"`

@@ -1,9 +1,31 @@
 package checks
 
 import (
+	"context"
 	"fmt"
 	"strings"
 )
+
+// SenderName names the hosted-domain spoofing check.
+const SenderName Name = "sender"
+
+// SenderSpec registers it.
+var SenderSpec = Spec{
+	Name:     SenderName,
+	Stages:   []Stage{AtMail},
+	Outcomes: []string{"sender.spoofs_local"},
+	New: func(env *Env) (Check, error) {
+		return &Spoof{LocalDomains: env.Config.LocalDomainSet()}, nil
+	},
+}
+
+// Run judges the envelope sender.
+func (s *Spoof) Run(_ context.Context, _ Stage, sess *Session) []Result {
+	if r, spoof := s.Check(*sess.From); spoof {
+		return []Result{r}
+	}
+	return nil
+}
 
 // Spoof refuses mail that claims a sender in one of our own domains from a
 // host that is neither trusted nor authenticated: mail from us comes from our
@@ -20,7 +42,7 @@ func (s *Spoof) Check(from string) (Result, bool) {
 		return Result{}, false
 	}
 	return Result{
-		Check:   "sender",
+		Check:   SenderName,
 		Outcome: "sender.spoofs_local",
 		Reason:  fmt.Sprintf("sender <%s> is in our domain %s but the client is outside our networks", from, domain),
 	}, true

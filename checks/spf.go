@@ -104,7 +104,7 @@ func (s *SPF) Check(ctx context.Context, ip netip.Addr, helo, sender string) SPF
 
 func (r *SPFResult) result(who string) Result {
 	return Result{
-		Check:   "spf",
+		Check:   SPFName,
 		Outcome: "spf." + r.Result,
 		Reason:  fmt.Sprintf("SPF %s for %s from %s: %s", r.Result, who, r.Client, r.Explanation),
 	}
@@ -154,4 +154,31 @@ func quoteAll(txts []string) string {
 		q[i] = fmt.Sprintf("%q", t)
 	}
 	return strings.Join(q, ", ")
+}
+
+// SPFName names the SPF check.
+const SPFName Name = "spf"
+
+// SPFKey holds a transaction's SPF result, for DMARC and the header fields.
+var SPFKey = NewKey[*SPFResult]("spf", TxnScope)
+
+// SPFSpec registers SPF, evaluated at MAIL FROM.
+var SPFSpec = Spec{
+	Name:   SPFName,
+	Stages: []Stage{AtMail},
+	Outcomes: []string{"spf.pass", "spf.fail", "spf.softfail", "spf.neutral", "spf.none", "spf.temperror",
+		"spf.permerror"},
+	New: func(env *Env) (Check, error) {
+		if !env.Config.SPF.Enabled || env.Resolver == nil {
+			return nil, nil
+		}
+		return &SPF{Resolver: env.Resolver, Timeout: env.Config.SPF.Timeout.D()}, nil
+	},
+}
+
+// Run evaluates the transaction's sender (or HELO, for <>).
+func (s *SPF) Run(ctx context.Context, _ Stage, sess *Session) []Result {
+	r := s.Check(ctx, sess.Client.Addr(), sess.HELO, *sess.From)
+	Put(sess, SPFKey, &r)
+	return []Result{r.Check}
 }

@@ -6,6 +6,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"net/netip"
 	"os"
 	"time"
@@ -95,8 +96,25 @@ type Limits struct {
 
 // TLS offers STARTTLS to clients when a certificate is configured.
 type TLS struct {
+	// CertFile and KeyFile are the certificate chain and its key, in PEM.
 	CertFile string `toml:"cert_file"`
 	KeyFile  string `toml:"key_file"`
+
+	cert    *tls.Certificate // loaded once: at validation, or at first use
+	certErr error
+}
+
+// Certificate returns the certificate, loading it the first time; nil
+// when none is configured.
+func (t *TLS) Certificate() (*tls.Certificate, error) {
+	if t.cert == nil && t.certErr == nil && t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		t.cert, t.certErr = &cert, err
+		if err != nil {
+			t.cert = nil
+		}
+	}
+	return t.cert, t.certErr
 }
 
 // Backend is the MTA that receives the mail we let through.

@@ -2,7 +2,6 @@ package config
 
 import (
 	"bytes"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -189,7 +188,7 @@ func (c *Config) validate() []error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls", "tls: cert_file and key_file go together")
 	} else if c.TLS.CertFile != "" {
-		if _, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile); err != nil {
+		if _, err := c.TLS.Certificate(); err != nil {
 			bad("tls.cert_file", "tls: %v", err)
 		}
 	}

@@ -379,16 +379,16 @@ func TestCheckDomain(t *testing.T) {
 		errors       []string
 	}{
 		{"spam.example", "sender", []checks.Result{
-			{Check: "dnsbl", Outcome: "rhsbl.dbl.test", Score: 3,
+			{Check: "rhsbl", Outcome: "rhsbl.dbl.test", Score: 3,
 				Reason:   "sender domain spam.example listed by dbl.test as 127.0.1.2",
 				Evidence: "127.0.1.2; https://dbl.test/spam.example"},
-			{Check: "dnsbl", Outcome: "rhsbl", Reason: "RHSBL rank 3 for sender domain spam.example", Evidence: "dbl.test"},
+			{Check: "rhsbl", Outcome: "rhsbl", Reason: "RHSBL rank 3 for sender domain spam.example", Evidence: "dbl.test"},
 		}, nil},
 		{"SPAM.Example.", "helo", []checks.Result{
-			{Check: "dnsbl", Outcome: "rhsbl.dbl.test", Score: 3,
+			{Check: "rhsbl", Outcome: "rhsbl.dbl.test", Score: 3,
 				Reason:   "HELO domain spam.example listed by dbl.test as 127.0.1.2",
 				Evidence: "127.0.1.2; https://dbl.test/spam.example"},
-			{Check: "dnsbl", Outcome: "rhsbl", Reason: "RHSBL rank 3 for HELO domain spam.example", Evidence: "dbl.test"},
+			{Check: "rhsbl", Outcome: "rhsbl", Reason: "RHSBL rank 3 for HELO domain spam.example", Evidence: "dbl.test"},
 		}, nil},
 		{"ham.example", "sender", nil, nil},
 		{"bad.example", "sender", nil, []string{"dbl.test: error code 127.255.255.254: query through a public or open resolver (Spamhaus)"}},

@@ -76,11 +76,11 @@ func (v *Verdict) Results() []checks.Result {
 	if v == nil || len(v.Hits) == 0 {
 		return nil
 	}
-	block, allow, rank, rankFor := "dnsbl", "dnswl", "DNSBL", v.subject()
+	check, block, allow, rank, rankFor := Name, "dnsbl", "dnswl", "DNSBL", v.subject()
 	if v.ip.IsValid() {
 		rankFor = "[" + v.ip.String() + "]"
 	} else {
-		block, allow, rank = "rhsbl", "rhswl", "RHSBL"
+		check, block, allow, rank = DomainName, "rhsbl", "rhswl", "RHSBL"
 	}
 	subject := v.subject()
 	out := make([]checks.Result, 0, len(v.Hits)+1)
@@ -95,7 +95,7 @@ func (v *Verdict) Results() []checks.Result {
 			ev += "; " + h.TXT
 		}
 		out = append(out, checks.Result{
-			Check:    "dnsbl",
+			Check:    check,
 			Outcome:  kind + "." + h.Name,
 			Score:    h.Weight,
 			Reason:   subject + " listed by " + h.Name + " as " + as,
@@ -105,7 +105,7 @@ func (v *Verdict) Results() []checks.Result {
 	score := strconv.FormatFloat(v.Score, 'f', -1, 64)
 	if v.Listed {
 		out = append(out, checks.Result{
-			Check:    "dnsbl",
+			Check:    check,
 			Outcome:  block,
 			Reason:   rank + " rank " + score + " for " + rankFor,
 			Evidence: v.names(func(w float64) bool { return w > 0 }),
@@ -113,7 +113,7 @@ func (v *Verdict) Results() []checks.Result {
 	}
 	if v.Allowlisted {
 		out = append(out, checks.Result{
-			Check:    "dnsbl",
+			Check:    check,
 			Outcome:  allow,
 			Reason:   rank[:3] + "WL rank " + score + " for " + rankFor,
 			Evidence: v.names(func(w float64) bool { return w < 0 }),

@@ -91,8 +91,8 @@ func startMxguard(t *testing.T, backend string, identity config.Identity) *mxgua
 	}
 	m := &mxguard{t: t, logs: &logBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(m.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	rep := reputation.New(reputation.Config{GreetPassTTL: cfg.Reputation.GreetPassTTL.D()})
-	rt, err := proxy.NewRuntime(cfg, proxy.Shared{Resolver: res, Reputation: rep}, logger)
+	rep := reputation.New(reputation.Config{})
+	rt, err := proxy.NewRuntime(cfg, proxy.Shared{Resolver: res, Memory: rep}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ func BenchmarkDataHeaders(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(msg)))
 	for b.Loop() {
-		s := p.NewSession(client, nil)
+		s := p.NewSession("b", client, nil)
 		s.Mail(ctx, "alice@example.org")
 		s.Rcpt(ctx, "bob@example.com")
 		sp := message.NewSpool(1<<20, "")

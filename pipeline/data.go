@@ -47,59 +47,29 @@ func (m *Prepared) Reader(spool *message.Spool, first []byte) io.Reader {
 		io.NewSectionReader(spool.Reader(), m.Body, spool.Size()-m.Body))
 }
 
-// errHeader refuses a message whose header cannot be read at all.
-var errHeader = rules.Reply{Code: 552, Enhanced: "5.3.4", Text: "Message header too large or malformed"}
-
-// Data checks the whole message — DKIM signatures, the From domain's DMARC
-// policy — and decides, before the backend sees any of it. It also says
-// which header fields to add and which forged ones to drop.
+// Data checks the whole message — its header, DKIM signatures, the From
+// domain's DMARC policy — and decides, before the backend sees any of it.
+// It also says which header fields to add and which forged ones to drop.
 func (s *Session) Data(ctx context.Context, spool *message.Spool) (Decision, *Prepared) {
 	prep := &Prepared{}
 	if s.trusted {
-		return s.decide(atData, ""), prep
+		return s.decide(checks.AtData, nil), prep
 	}
-	hdr, body, err := message.ParseHeader(spool.Reader())
-	if err != nil {
-		d := Decision{Stage: "data", Refuse: true, Reply: errHeader}
-		d.Action, d.Rule, d.Reason, d.Reply = rules.Reject, "message.header", err.Error(), errHeader
-		return d, prep
+	f := &s.facts
+	f.Message = spool
+	f.Header, f.Body, f.HeaderErr = message.ParseHeader(spool.Reader())
+	d := s.stage(ctx, checks.AtData)
+	if f.Header == nil {
+		return d, prep // refused by the message check; nothing to prepare
 	}
-	prep.Header, prep.Body = hdr, body
-
-	var sigs []checks.DKIMSignature
-	var rs []checks.Result
-	if s.p.DKIM != nil && !s.skips("dkim") {
-		v := s.p.DKIM.Verify(ctx, spool.Reader())
-		sigs = v.Signatures
-		rs = append(rs, v.Results...)
-	}
-	s.mu.Lock()
-	spf := s.txn.spf
-	s.mu.Unlock()
-	var dm *checks.DMARCResult
-	if s.p.DMARC != nil && spf != nil && !s.skips("dmarc") {
-		froms, _ := message.FromDomains(hdr)
-		r := s.p.DMARC.Check(ctx, froms, *spf, sigs)
-		dm = &r
-		rs = append(rs, r.Check)
-	}
-	s.mu.Lock()
-	s.txn.results = append(s.txn.results, rs...)
-	s.mu.Unlock()
-
-	d := s.decide(atData, "")
+	prep.Header, prep.Body = f.Header, f.Body
 
 	// Our header fields. Fields of the same names that came with the
 	// message claim our verdict: they go (RFC 8601 §5 for ours).
-	h := s.p.headers
+	h := s.p.cfg.Headers
 	ours := map[string]bool{}
 	var pre bytes.Buffer
-	if h.AuthenticationResults {
-		pre.WriteString(checks.AuthenticationResults(s.p.Hostname, spf, sigs, dm))
-	}
-	if h.ReceivedSPF && spf != nil {
-		pre.WriteString(checks.ReceivedSPF(s.p.Hostname, spf))
-	}
+	pre.Write(checks.AuthHeaders(f, s.p.Hostname, h))
 	if h.ScoreHeader != "" {
 		fmt.Fprintf(&pre, "%s: %s\r\n", h.ScoreHeader, strconv.FormatFloat(d.Score, 'f', -1, 64))
 		ours[strings.ToLower(h.ScoreHeader)] = true
@@ -111,7 +81,7 @@ func (s *Session) Data(ctx context.Context, spool *message.Spool) (Decision, *Pr
 			pre.WriteString(t + "\r\n")
 		}
 	}
-	hdr.Remove(func(name, value string) bool {
+	f.Header.Remove(func(name, value string) bool {
 		n := strings.ToLower(name)
 		if n == "authentication-results" {
 			return h.AuthenticationResults && strings.EqualFold(message.AuthservID(value), s.p.Hostname)

@@ -1,164 +1,124 @@
-// Package pipeline runs mxguard's checks at each stage of an SMTP session
-// and asks the rules what to do. It knows what a session has said (client,
-// HELO, envelope, message) but not how it was said: the proxy does the SMTP,
-// and `mxguard test` drives the same pipeline with a described session.
+// Package pipeline runs mxguard's registered checks at each stage of an
+// SMTP session and asks the rules what to do. It knows what a session has
+// said (client, HELO, envelope, message) but not how it was said: the proxy
+// does the SMTP, and `mxguard test` drives the same pipeline with a
+// described session. It knows no check by name: it runs what the registry
+// lists, in order, at the stages each check registered for.
 //
-//	connect → greeting → HELO → MAIL → RCPT… → DATA
-//	  each stage: lists and checks → results → rules.Decide → Decision
+//	connect → greeting → (command lines) → HELO → MAIL → RCPT… → DATA
+//	  each stage: lists, then the checks of the stage → results → rules.Judge → Decision
 package pipeline
 
 import (
-	"context"
+	"fmt"
 	"log/slog"
-	"net"
-	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
-	"github.com/mxguard/mxguard/dnsbl"
-	"github.com/mxguard/mxguard/reputation"
-	"github.com/mxguard/mxguard/resolver"
+	"github.com/mxguard/mxguard/registry"
 	"github.com/mxguard/mxguard/rules"
 )
-
-// Resolver is the one caching resolver every check asks.
-type Resolver interface {
-	LookupIP(ctx context.Context, network, host string) ([]net.IP, error)
-	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
-	LookupTXT(ctx context.Context, name string) ([]string, error)
-	LookupMX(ctx context.Context, name string) ([]*net.MX, error)
-	LookupAddr(ctx context.Context, addr string) ([]string, error)
-	Query(ctx context.Context, name string, qtype uint16) (*resolver.Answer, error)
-}
 
 // Pipeline is the checks and rules built from one configuration, shared by
 // every session started under it.
 type Pipeline struct {
-	Hostname   string
-	Policy     *rules.Policy
-	HELO       *checks.HELO
-	Spoof      *checks.Spoof
-	DNSBL      *dnsbl.Checker // nil: no lists
-	SPF        *checks.SPF    // nil: off
-	DKIM       *checks.DKIM   // nil: off
-	DMARC      *checks.DMARC  // nil: off
-	Reputation *reputation.Store
-	Resolver   Resolver // nil: no DNS at all (check-config)
+	Hostname string
+	Policy   *rules.Policy
+	Resolver checks.Resolver // nil: no DNS at all (check-config)
 
-	trusted    []netip.Prefix
-	dnsTimeout time.Duration
-	headers    config.Headers
+	cfg     *config.Config
+	memory  checks.Memory
+	checks  []*check           // built and switched on, in registry order
+	byStage [][]*check         // indexed by checks.Stage
+	waits   []*check           // greeting tests: they need the banner held
+	passes  map[checks.Name]bool // connection tests whose passes are remembered
 }
 
-// New builds the pipeline of cfg around the shared resolver and memory.
-// Either may be nil.
-func New(cfg *config.Config, res Resolver, rep *reputation.Store, log *slog.Logger) (*Pipeline, error) {
-	policy, err := rules.Load(cfg)
+// check is a registered check, built.
+type check struct {
+	spec    *checks.Spec
+	run     checks.Check
+	passTTL time.Duration // >0: a pass is remembered this long
+	last    checks.Stage  // its last stage: a pass is recorded after it
+}
+
+// Known returns what the registered checks can report, for the rules.
+func Known() rules.Known {
+	return rules.Known{Checks: registry.Names(), Outcomes: registry.Outcomes()}
+}
+
+// New builds the pipeline of cfg: the rules, and every registered check
+// from its block of cfg. res and mem may be nil (no DNS, no memory).
+func New(cfg *config.Config, res checks.Resolver, mem checks.Memory, log *slog.Logger) (*Pipeline, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	policy, err := rules.Load(cfg, Known())
 	if err != nil {
 		return nil, err
 	}
-	local := make(map[string]bool, len(cfg.LocalDomains))
-	for _, d := range cfg.LocalDomains {
-		local[d] = true
-	}
 	p := &Pipeline{
-		Hostname:   cfg.Hostname,
-		Policy:     policy,
-		Spoof:      &checks.Spoof{LocalDomains: local},
-		Reputation: rep,
-		Resolver:   res,
-		dnsTimeout: cfg.DNS.Timeout.D() * time.Duration(max(cfg.DNS.Attempts, 1)),
-		headers:    cfg.Headers,
+		Hostname: cfg.Hostname,
+		Policy:   policy,
+		Resolver: res,
+		cfg:      cfg,
+		memory:   mem,
+		byStage:  make([][]*check, checks.AtData+1),
+		passes:   map[checks.Name]bool{},
 	}
-	p.HELO = &checks.HELO{
-		Hostname:     cfg.Hostname,
-		LocalDomains: local,
-		OwnIPs:       ownIPs(cfg),
-		DNSTimeout:   p.dnsTimeout,
-	}
-	for _, n := range cfg.TrustedNetworks {
-		p.trusted = append(p.trusted, n.Prefix)
-	}
-	if res == nil {
-		return p, nil
-	}
-	if cfg.HELO.ForwardDNS {
-		p.HELO.Resolver = res
-	}
-	if len(cfg.DNSBL.Sites) > 0 || len(cfg.DNSBL.DomainSites) > 0 {
-		p.DNSBL, err = dnsbl.New(dnsbl.Config{
-			Sites:              cfg.DNSBL.Sites,
-			DomainSites:        cfg.DNSBL.DomainSites,
-			Threshold:          cfg.DNSBL.Threshold,
-			AllowlistThreshold: cfg.DNSBL.AllowlistThreshold,
-			Timeout:            cfg.DNSBL.Timeout.D(),
-			SelfTestInterval:   cfg.DNSBL.SelfTestInterval.D(),
-			ReplyMap:           cfg.DNSBL.ReplyMap,
-			IPv6:               cfg.DNSBL.IPv6,
-		}, res, log)
+	env := &checks.Env{Config: cfg, Resolver: res, Log: log, Memory: mem}
+	for _, spec := range registry.All {
+		run, err := spec.New(env)
 		if err != nil {
-			return nil, cfg.Errorf([]string{"dnsbl", "sites"}, "%v", err)
+			return nil, err
 		}
-	}
-	if cfg.SPF.Enabled {
-		p.SPF = &checks.SPF{Resolver: res, Timeout: cfg.SPF.Timeout.D()}
-	}
-	if cfg.DKIM.Enabled {
-		p.DKIM = &checks.DKIM{Resolver: res, MaxSignatures: cfg.DKIM.MaxSignatures, Timeout: cfg.DKIM.Timeout.D()}
-	}
-	if cfg.DMARC.Enabled {
-		p.DMARC = &checks.DMARC{Resolver: res, Timeout: cfg.DMARC.Timeout.D()}
+		if run == nil {
+			continue // switched off by its configuration
+		}
+		c := &check{spec: spec, run: run, last: slices.Max(spec.Stages)}
+		if spec.Passes != nil && mem != nil {
+			c.passTTL = spec.Passes(cfg)
+			p.passes[spec.Name] = c.passTTL > 0
+		}
+		p.checks = append(p.checks, c)
+		for _, at := range spec.Stages {
+			p.byStage[at] = append(p.byStage[at], c)
+		}
+		if spec.Greeting {
+			p.waits = append(p.waits, c)
+		}
 	}
 	return p, nil
 }
 
-// Start begins the background work (the DNS lists' self-test).
+// Start begins the checks' background work (the DNS lists' self-test).
 func (p *Pipeline) Start() {
-	if p.DNSBL != nil {
-		p.DNSBL.Start()
+	for _, c := range p.checks {
+		if o, ok := c.run.(checks.Closer); ok {
+			o.Open()
+		}
 	}
 }
 
 // Close stops it. Sessions still running under p may go on using it.
 func (p *Pipeline) Close() {
-	if p.DNSBL != nil {
-		p.DNSBL.Close()
+	for _, c := range p.checks {
+		if o, ok := c.run.(checks.Closer); ok {
+			o.Close()
+		}
 	}
 }
 
-// Trusted reports whether a client is in trusted_networks.
-func (p *Pipeline) Trusted(ip netip.Addr) bool {
-	ip = ip.Unmap()
-	for _, n := range p.trusted {
-		if n.Contains(ip) {
-			return true
-		}
+// Checks names the checks that are on, in the order they run.
+func (p *Pipeline) Checks() []checks.Name {
+	out := make([]checks.Name, len(p.checks))
+	for i, c := range p.checks {
+		out[i] = c.spec.Name
 	}
-	return false
+	return out
 }
 
-// ownIPs are the addresses a HELO literal must not claim: the configured
-// ones, the listeners' and the machine's.
-func ownIPs(cfg *config.Config) map[netip.Addr]bool {
-	own := map[netip.Addr]bool{}
-	for _, a := range cfg.OwnIPs {
-		own[a] = true
-	}
-	for _, l := range cfg.Listen.Addresses {
-		host, _, _ := net.SplitHostPort(l)
-		if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() {
-			own[a.Unmap()] = true
-		}
-	}
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(n.IP); ok {
-					own[ip.Unmap()] = true
-				}
-			}
-		}
-	}
-	return own
-}
+// String describes the pipeline for a log line.
+func (p *Pipeline) String() string { return fmt.Sprint(p.Checks()) }

@@ -7,436 +7,344 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mxguard/mxguard/checks"
-	"github.com/mxguard/mxguard/dnsbl"
 	"github.com/mxguard/mxguard/rules"
 )
 
-// The stages of a session, in order.
-type stage int
-
-const (
-	atConnect stage = iota
-	atHELO
-	atMail
-	atRcpt
-	atData
-)
-
-var stageNames = [...]string{"connect", "helo", "mail", "rcpt", "data"}
-
 // Decision is what the pipeline says at one stage.
-type Decision struct {
-	rules.Verdict
-	// Stage is where it was decided: connect, helo, mail, rcpt, data.
-	Stage string
-	// Refuse: give Reply now (and hang up if Action is Drop).
-	Refuse bool
-	// Hold (at MAIL or RCPT): accept without telling the backend; a
-	// refusal decided already will be given at a later stage.
-	Hold bool
-	// Reply is the verdict's reply with {client} and {evidence} filled in.
-	Reply rules.Reply
-}
+type Decision = rules.Decision
 
-// Session is the checks' view of one connection. Its methods are called in
-// SMTP order from one goroutine; the DNS work it starts runs beside it.
+// Session is one connection as the checks see it. Its stage methods are
+// called in SMTP order from one goroutine (the connection's); only the DNS
+// work started at connect runs beside it, and hands its answers over on
+// channels.
 type Session struct {
 	p       *Pipeline
-	client  netip.AddrPort
+	facts   checks.Session
 	trusted bool
 
-	mu        sync.Mutex
-	conn      []checks.Result // connection-level results, in order
-	helos     []string
-	rdns      string // verified name, "", or [TEMPUNAVAIL]
+	// Results: conn holds the connection's (connect, command and HELO
+	// stages), txn the transaction's; all every result of the session,
+	// whatever became of its transactions, for the session's log record.
+	conn, txn, all []checks.Result
+	// pass: connection tests passed earlier and skipped now (postscreen's
+	// PASS OLD); reported: those that reported something this time.
+	pass, reported map[checks.Name]bool
+	allowed        int // recipients on an allow list of every check
+	last           Decision
+
 	rdnsDone  chan struct{}
-	dnsblDone chan struct{}
-	dnsbl     *dnsbl.Verdict // set when dnsblDone is closed
-	dnsblIn   bool           // its results are in conn
-	last      rules.Verdict
-
-	txn transaction
+	rdns      string // set before rdnsDone is closed
+	waitEnded atomic.Bool
+	onEndWait func()
 }
 
-// transaction is what one MAIL FROM … DATA holds.
-type transaction struct {
-	from    *string
-	rcpts   []string
-	allowed int // recipients on a full allow list
-	results []checks.Result
-	spf     *checks.SPFResult
+// Greeting is what the connection stage saw: what the client sent before
+// the banner and when, and whether it was made to wait.
+type Greeting struct {
+	Early  []byte
+	After  time.Duration
+	Waited bool
 }
 
-// TempUnavail is XCLIENT's word for a name lookup that failed for now.
-const TempUnavail = "[TEMPUNAVAIL]"
-
-// NewSession starts the checks of a new connection: the reverse DNS and
-// DNS list look-ups begin at once, so that they run during the greeting
-// delay. onDNSBL, if not nil, is called when the lists have answered.
-func (p *Pipeline) NewSession(client netip.AddrPort, onDNSBL func(allowlisted bool)) *Session {
+// NewSession starts the checks of a new connection: the reverse DNS and the
+// checks' own connect-time work (the DNS lists) begin at once, so they run
+// during the greeting wait. endWait, if not nil, is called when a check
+// finds the wait needless (a DNS allowlisting); it may run on any
+// goroutine.
+func (p *Pipeline) NewSession(id string, client netip.AddrPort, endWait func()) *Session {
 	client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
-	s := &Session{p: p, client: client, trusted: p.Trusted(client.Addr())}
+	s := &Session{p: p, trusted: p.cfg.Trusted(client.Addr()), onEndWait: endWait}
+	s.facts = checks.Session{ID: id, Client: client, Trusted: s.trusted, RDNS: s.RDNS, EndWait: s.endWait}
 	s.rdnsDone = make(chan struct{})
 	if p.Resolver == nil {
 		close(s.rdnsDone)
 	} else {
 		go s.lookupRDNS()
 	}
-	s.dnsblDone = make(chan struct{})
-	if s.trusted || p.DNSBL == nil || s.skips("dnsbl") {
-		close(s.dnsblDone)
-	} else {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*p.dnsTimeout+time.Second)
-			v := p.DNSBL.CheckIP(ctx, client.Addr())
-			cancel()
-			s.mu.Lock()
-			s.dnsbl = v
-			s.mu.Unlock()
-			close(s.dnsblDone)
-			if onDNSBL != nil {
-				onDNSBL(v.Allowlisted)
-			}
-		}()
+	if s.trusted {
+		return s
 	}
-	if !s.trusted && p.Reputation != nil && !s.skips("reputation") {
-		if r, ok := p.Reputation.Check(client.Addr()); ok {
-			s.conn = append(s.conn, r)
+	ip := client.Addr()
+	for _, c := range p.checks {
+		if c.passTTL > 0 && p.memory.Passed(ip, c.spec.Name) {
+			if s.pass == nil {
+				s.pass = map[checks.Name]bool{}
+			}
+			s.pass[c.spec.Name] = true
+		}
+	}
+	matched := s.lists()
+	for _, c := range p.byStage[checks.AtConnect] {
+		if st, ok := c.run.(checks.Starter); ok && !s.skipped(c, matched) {
+			st.Start(&s.facts)
 		}
 	}
 	return s
+}
+
+func (s *Session) endWait() {
+	s.waitEnded.Store(true)
+	if s.onEndWait != nil {
+		s.onEndWait()
+	}
 }
 
 // Trusted reports a client in trusted_networks: no checks at all.
 func (s *Session) Trusted() bool { return s.trusted }
 
 // Client is the client's address.
-func (s *Session) Client() netip.AddrPort { return s.client }
+func (s *Session) Client() netip.AddrPort { return s.facts.Client }
+
+// Facts is the session as the checks see it; read-only for the caller.
+func (s *Session) Facts() *checks.Session { return &s.facts }
 
 // RDNS waits for and returns the client's verified reverse DNS name: "" if
-// there is none, TempUnavail if the lookup failed for now.
+// there is none, checks.TempUnavail if the look-up failed for now.
 func (s *Session) RDNS() string {
-	<-s.rdnsDone // bounded by the lookup's own timeout
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	<-s.rdnsDone // bounded by the look-up's own timeout
 	return s.rdns
 }
 
 // HELOs returns every HELO/EHLO name the client used.
-func (s *Session) HELOs() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.helos...)
-}
+func (s *Session) HELOs() []string { return s.facts.HELOs }
 
 // SawHELO reports whether name was checked on this connection already.
-func (s *Session) SawHELO(name string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Contains(s.helos, name)
-}
+func (s *Session) SawHELO(name string) bool { return slices.Contains(s.facts.HELOs, name) }
 
-// Results returns every result so far: the connection's, then the
-// transaction's.
+// Results returns the results the decisions weigh now: the connection's,
+// then the transaction's.
 func (s *Session) Results() []checks.Result {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]checks.Result, 0, len(s.conn)+len(s.txn.results))
-	return append(append(out, s.conn...), s.txn.results...)
+	out := make([]checks.Result, 0, len(s.conn)+len(s.txn))
+	return append(append(out, s.conn...), s.txn...)
 }
 
-// Last returns the last verdict.
-func (s *Session) Last() rules.Verdict {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.last
-}
+// All returns every result of the session, of every transaction.
+func (s *Session) All() []checks.Result { return s.all }
 
-func (s *Session) add(r ...checks.Result) {
-	s.mu.Lock()
-	s.conn = append(s.conn, r...)
-	s.mu.Unlock()
-}
+// Last returns the last decision.
+func (s *Session) Last() Decision { return s.last }
 
-// facts are what the lists may match now.
-func (s *Session) facts(rcpt string) rules.Facts {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	f := rules.Facts{Client: s.client.Addr(), HELO: s.helos, From: s.txn.from, Rcpt: rcpt}
-	select {
-	case <-s.rdnsDone:
-		f.RDNS = s.rdns
-	default:
-	}
-	return f
-}
+// Rcpts returns the recipients accepted in this transaction.
+func (s *Session) Rcpts() []string { return s.facts.Rcpts }
 
-// skips reports whether an allow list switches a check off for this session.
-func (s *Session) skips(check string) bool {
-	if !s.p.Policy.HasLists() {
-		return false // the common case, asked several times a stage
-	}
-	return s.p.Policy.Skips(s.p.Policy.MatchLists(s.facts("")), check)
-}
-
-// SkipGreeting says whether the client skips the greeting delay, and why:
-// trusted, on an allow list, passed before (postscreen's PASS OLD), or
-// already known good to the DNS allowlists.
+// SkipGreeting says whether the client skips the greeting wait, and why:
+// trusted, on an allow list, passed before (postscreen's PASS OLD), or a
+// check found the wait needless before it began (a DNS allowlisting).
 func (s *Session) SkipGreeting() (bool, string) {
 	switch {
 	case s.trusted:
 		return true, "trusted"
-	case s.skips("pregreet"):
-		return true, "allow list"
-	case s.p.Reputation != nil && s.p.Reputation.GreetingPassed(s.client.Addr()):
-		return true, "pass old"
+	case len(s.p.waits) == 0:
+		return true, "no greeting test"
+	case s.waitEnded.Load():
+		return true, "allowlisted"
 	}
-	select {
-	case <-s.dnsblDone:
-		if s.dnsbl != nil && s.dnsbl.Allowlisted {
-			return true, "dnswl"
-		}
-	default:
+	matched := s.lists()
+	listed, passed := true, true
+	for _, c := range s.p.waits {
+		listed = listed && s.p.Policy.Skips(matched, c.spec.Name)
+		passed = passed && s.pass[c.spec.Name]
+	}
+	switch {
+	case listed:
+		return true, "allow list"
+	case passed:
+		return true, "pass old"
 	}
 	return false, ""
 }
 
-// Pregreet records an early talker.
-func (s *Session) Pregreet(r checks.Result) {
-	s.add(r)
-	if s.p.Reputation != nil {
-		s.p.Reputation.FailGreeting(s.client.Addr())
-	}
+// Connect decides after the greeting: the connect-stage checks (the DNS
+// lists, waited for within their timeout; the early-talker test), and the
+// client and rDNS lists. Only a drop acts before the banner; other refusals
+// wait for their stage.
+func (s *Session) Connect(ctx context.Context, g Greeting) Decision {
+	s.facts.Early, s.facts.EarlyAfter, s.facts.Waited = g.Early, g.After, g.Waited
+	return s.stage(ctx, checks.AtConnect)
 }
 
-// Connect decides after the greeting: the DNS lists (waited for, within
-// their timeout), a pregreet, the client and rDNS lists. Only a drop acts
-// before the banner; other refusals wait for their stage. A client that
-// waited politely and is on no list is remembered (postscreen's PASS NEW).
-func (s *Session) Connect(waited bool) Decision {
-	s.collectDNSBL()
-	d := s.decide(atConnect, "")
-	if waited && !d.Action.Refuses() && s.p.Reputation != nil {
-		s.mu.Lock()
-		listed := s.dnsbl != nil && s.dnsbl.Listed
-		pregreet := false
-		for _, r := range s.conn {
-			pregreet = pregreet || r.Outcome == "pregreet"
-		}
-		s.mu.Unlock()
-		if !listed && !pregreet {
-			s.p.Reputation.PassGreeting(s.client.Addr())
-		}
+// Command judges one command line before the SMTP parser sees it
+// (postscreen's after-greeting tests). pipelined says it came before the
+// reply to the command before it. Most lines make no decision at all.
+func (s *Session) Command(ctx context.Context, line []byte, pipelined bool) (Decision, bool) {
+	if s.trusted || len(s.p.byStage[checks.AtCommand]) == 0 {
+		return Decision{}, false
 	}
-	return d
-}
-
-// collectDNSBL adds the DNS lists' results, waiting for them if need be.
-func (s *Session) collectDNSBL() {
-	<-s.dnsblDone // bounded by the checker's timeout
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.dnsblIn || s.dnsbl == nil {
-		return
-	}
-	s.dnsblIn = true
-	s.conn = append(s.conn, s.dnsbl.Results()...)
+	s.facts.Line, s.facts.Pipelined = line, pipelined
+	s.facts.Lines++
+	n := len(s.all)
+	d := s.stage(ctx, checks.AtCommand)
+	s.facts.Line = nil
+	return d, len(s.all) > n
 }
 
 // Helo checks a HELO/EHLO name not seen before on this connection. Every
 // name's results stay: saying HELO again does not wash a verdict.
 func (s *Session) Helo(ctx context.Context, name string) Decision {
-	s.collectDNSBL()
-	s.mu.Lock()
-	seen := slices.Contains(s.helos, name)
-	if !seen {
-		s.helos = append(s.helos, name)
+	if s.SawHELO(name) {
+		return s.decide(checks.AtHELO, s.lists())
 	}
-	s.mu.Unlock()
-	if !seen && !s.trusted {
-		if !s.skips("helo") {
-			s.add(s.p.HELO.Check(ctx, name, s.client.Addr()))
-		}
-		if s.p.DNSBL != nil && !s.skips("rhsbl") {
-			if outcome, _, lit := checks.Classify(name); outcome == "" && !lit.IsValid() {
-				s.add(s.p.DNSBL.CheckDomain(ctx, strings.TrimSuffix(name, "."), "helo").Results()...)
-			}
-		}
-	}
-	return s.decide(atHELO, "")
+	s.facts.HELO = name
+	s.facts.HELOs = append(s.facts.HELOs, name)
+	return s.stage(ctx, checks.AtHELO)
 }
 
-// Mail starts a transaction and checks the sender: hosted-domain spoofing,
-// SPF, the sender's domain on the domain lists.
+// Mail starts a transaction and checks the sender.
 func (s *Session) Mail(ctx context.Context, from string) Decision {
-	s.mu.Lock()
-	s.txn = transaction{from: &from}
-	s.mu.Unlock()
-	if s.trusted {
-		return s.decide(atMail, "")
-	}
-	var rs []checks.Result
-	if !s.skips("sender") {
-		if r, spoof := s.p.Spoof.Check(from); spoof {
-			rs = append(rs, r)
-		}
-	}
-	var spf *checks.SPFResult
-	if s.p.SPF != nil && !s.skips("spf") {
-		res := s.p.SPF.Check(ctx, s.client.Addr(), s.lastHELO(), from)
-		spf = &res
-		rs = append(rs, res.Check)
-	}
-	if d := checks.Domain(from); d != "" && s.p.DNSBL != nil && !s.skips("rhsbl") {
-		rs = append(rs, s.p.DNSBL.CheckDomain(ctx, d, "sender").Results()...)
-	}
-	s.mu.Lock()
-	s.txn.results = append(s.txn.results, rs...)
-	s.txn.spf = spf
-	s.mu.Unlock()
-	return s.decide(atMail, "")
+	s.Reset()
+	s.facts.From = &from
+	return s.stage(ctx, checks.AtMail)
 }
 
 // Rcpt decides on one recipient: recipient lists apply to it alone, so a
 // recipient on a full allow list (postmaster@) is accepted despite a
 // pending refusal.
 func (s *Session) Rcpt(ctx context.Context, to string) Decision {
-	d := s.decide(atRcpt, to)
+	s.facts.Rcpt = to
+	d := s.stage(ctx, checks.AtRcpt)
+	s.facts.Rcpt = ""
 	if !d.Refuse && !d.Hold {
-		s.mu.Lock()
-		s.txn.rcpts = append(s.txn.rcpts, to)
+		s.facts.Rcpts = append(s.facts.Rcpts, to)
 		if d.SkipAll {
-			s.txn.allowed++
+			s.allowed++
 		}
-		s.mu.Unlock()
 	}
 	return d
 }
 
-// Rcpts returns the recipients accepted for relaying in this transaction.
-func (s *Session) Rcpts() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.txn.rcpts...)
-}
-
-// Reset ends the transaction (RSET, end of DATA, a new EHLO).
+// Reset ends the transaction (RSET, end of DATA, a new EHLO, MAIL).
 func (s *Session) Reset() {
-	s.mu.Lock()
-	s.txn = transaction{}
-	s.mu.Unlock()
+	s.facts.ResetTransaction()
+	s.txn = s.txn[:0]
+	s.allowed = 0
 }
 
-// Finish records how the connection went in the memory of clients.
-func (s *Session) Finish(accepted, refused int) {
-	if !s.trusted && s.p.Reputation != nil {
-		s.p.Reputation.Record(s.client.Addr(), accepted, refused)
+// Finish records how the connection went in the memory of clients: the
+// connection tests it passed, the messages accepted and the refusals given
+// (by the check that caused each).
+func (s *Session) Finish(accepted int, refusals []checks.Name) {
+	if s.trusted || s.p.memory == nil {
+		return
 	}
-}
-
-func (s *Session) lastHELO() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.helos) == 0 {
-		return ""
+	for _, c := range s.p.checks {
+		if c.last != checks.AtConnect {
+			s.remember(c)
+		}
 	}
-	return s.helos[len(s.helos)-1]
+	s.p.memory.Record(s.facts.Client.Addr(), accepted, refusals)
 }
 
-// decide asks the rules about everything so far and says what to do at
-// this stage.
-func (s *Session) decide(at stage, rcpt string) Decision {
-	var v rules.Verdict
+// stage runs the checks of one stage and decides.
+func (s *Session) stage(ctx context.Context, at checks.Stage) Decision {
 	if s.trusted {
-		v = rules.Verdict{Action: rules.Accept, Rule: "trusted", SkipAll: true}
-	} else {
-		matched := s.p.Policy.MatchLists(s.facts(rcpt))
-		s.mu.Lock()
-		conn, txn := s.conn, s.txn.results
-		s.mu.Unlock()
-		v = s.p.Policy.Decide(matched, conn, txn)
+		return s.decide(at, nil)
 	}
-	s.mu.Lock()
-	s.last = v
-	allAllowed := at == atData && len(s.txn.rcpts) > 0 && s.txn.allowed == len(s.txn.rcpts)
-	s.mu.Unlock()
-	if allAllowed && v.Action.Refuses() {
-		// Every recipient is exempt (postmaster@ on an allow list): the
-		// message goes through, and the log says what it escaped.
-		w := v
-		v = rules.Verdict{Action: rules.Accept, Score: v.Score, Rule: "allow.recipients",
-			Reason: "every recipient is on an allow list", Would: &w}
+	matched := s.lists()
+	for _, c := range s.p.byStage[at] {
+		if s.skipped(c, matched) || (c.spec.Greeting && !s.facts.Waited && len(s.facts.Early) == 0) {
+			continue
+		}
+		rs := c.run.Run(ctx, at, &s.facts)
+		if len(rs) > 0 && c.passTTL > 0 {
+			if s.reported == nil {
+				s.reported = map[checks.Name]bool{}
+			}
+			s.reported[c.spec.Name] = true
+		}
+		s.add(at, rs)
 	}
-	if v.Would != nil {
-		w := *v.Would
-		w.Reply = s.expand(w.Reply, w.Evidence)
-		v.Would = &w
+	d := s.decide(at, matched)
+	if at == checks.AtConnect && !d.Action.Refuses() {
+		for _, c := range s.p.byStage[at] {
+			if c.last == at && !s.skipped(c, matched) &&
+				(!c.spec.Greeting || s.facts.Waited || len(s.facts.Early) > 0) {
+				s.remember(c)
+			}
+		}
 	}
-	d := Decision{Verdict: v, Stage: stageNames[at]}
-	if !v.Action.Refuses() {
-		return d
-	}
-	d.Reply = s.expand(v.Reply, v.Evidence)
-	switch {
-	case v.Action == rules.Drop:
-		d.Refuse = true
-	case at == atConnect: // before the banner, only a drop acts
-	case v.Stage == rules.StageNow:
-		d.Refuse = true
-	case v.Stage == rules.StageData:
-		d.Refuse = at == atData
-	default: // rcpt
-		d.Refuse = at >= atRcpt
-	}
-	d.Hold = !d.Refuse && (at == atMail || at == atRcpt)
 	return d
 }
 
-// expand fills {client} and {evidence} in a reply.
-func (s *Session) expand(r rules.Reply, evidence string) rules.Reply {
-	if strings.Contains(r.Text, "{") {
-		r.Text = strings.NewReplacer("{client}", s.client.Addr().String(), "{evidence}", printable(evidence, 200)).Replace(r.Text)
+// remember records a connection test's pass, or forgets an old one it
+// failed.
+func (s *Session) remember(c *check) {
+	if c.passTTL <= 0 || s.pass[c.spec.Name] {
+		return
 	}
-	return r
+	ip := s.facts.Client.Addr()
+	if s.reported[c.spec.Name] {
+		s.p.memory.Fail(ip, c.spec.Name)
+	} else {
+		s.p.memory.Pass(ip, c.spec.Name, c.passTTL)
+	}
 }
 
-// printable keeps a reply's text to printable ASCII.
-func printable(s string, max int) string {
-	if len(s) > max {
-		s = s[:max]
+func (s *Session) add(at checks.Stage, rs []checks.Result) {
+	if len(rs) == 0 {
+		return
 	}
-	b := []byte(s)
-	for i, c := range b {
-		if c < ' ' || c >= 0x7f {
-			b[i] = '?'
-		}
+	if at >= checks.AtMail {
+		s.txn = append(s.txn, rs...)
+	} else {
+		s.conn = append(s.conn, rs...)
 	}
-	return string(b)
+	s.all = append(s.all, rs...)
+}
+
+// skipped says whether a check does not run for this session: an allow
+// list switches it off, or the client passed it earlier.
+func (s *Session) skipped(c *check, matched []*rules.List) bool {
+	return s.pass[c.spec.Name] || (matched != nil && s.p.Policy.Skips(matched, c.spec.Name))
+}
+
+// lists returns the lists that match now (nil without lists: the common
+// case, asked at every stage).
+func (s *Session) lists() []*rules.List {
+	if !s.p.Policy.HasLists() {
+		return nil
+	}
+	f := rules.Facts{Client: s.facts.Client.Addr(), HELO: s.facts.HELOs, From: s.facts.From, Rcpt: s.facts.Rcpt}
+	select {
+	case <-s.rdnsDone:
+		f.RDNS = s.rdns
+	default:
+	}
+	return s.p.Policy.MatchLists(f)
+}
+
+// decide asks the rules about everything so far.
+func (s *Session) decide(at checks.Stage, matched []*rules.List) Decision {
+	if s.trusted {
+		s.last = rules.Trusted(at)
+		return s.last
+	}
+	in := rules.Input{At: at, Client: s.facts.Client.Addr(), Lists: matched, Results: [][]checks.Result{s.conn, s.txn},
+		RcptsExempt: len(s.facts.Rcpts) > 0 && s.allowed == len(s.facts.Rcpts)}
+	s.last = s.p.Policy.Judge(in)
+	return s.last
 }
 
 // lookupRDNS finds the client's forward-confirmed reverse DNS name.
 func (s *Session) lookupRDNS() {
 	defer close(s.rdnsDone)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*s.p.dnsTimeout)
+	timeout := 2 * s.p.cfg.DNS.Timeout.D() * time.Duration(max(s.p.cfg.DNS.Attempts, 1))
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	name := verifiedName(ctx, s.p.Resolver, s.client.Addr())
-	s.mu.Lock()
-	s.rdns = name
-	s.mu.Unlock()
+	s.rdns = verifiedName(ctx, s.p.Resolver, s.facts.Client.Addr())
 }
 
-func verifiedName(ctx context.Context, res Resolver, ip netip.Addr) string {
+func verifiedName(ctx context.Context, res checks.Resolver, ip netip.Addr) string {
 	names, err := res.LookupAddr(ctx, ip.String())
 	if err != nil {
 		var de *net.DNSError
 		if errors.As(err, &de) && de.IsNotFound {
 			return ""
 		}
-		return TempUnavail
+		return checks.TempUnavail
 	}
 	network := "ip4"
 	if ip.Is6() {
@@ -460,7 +368,7 @@ func verifiedName(ctx context.Context, res Resolver, ip netip.Addr) string {
 		}
 	}
 	if temp {
-		return TempUnavail
+		return checks.TempUnavail
 	}
 	return ""
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
 	"github.com/mxguard/mxguard/message"
 	"github.com/mxguard/mxguard/rules"
@@ -74,8 +73,8 @@ func TestStages(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			p := newPipeline(t, c.rules)
-			s := p.NewSession(client, nil)
-			if d := s.Connect(true); what(d) != "" {
+			s := p.NewSession("t", client, nil)
+			if d := s.Connect(context.Background(), Greeting{Waited: true}); what(d) != "" {
 				t.Fatalf("connect: %q", what(d))
 			}
 			got := []string{what(s.Helo(ctx, c.helo)), what(s.Mail(ctx, "alice@example.org")), what(s.Rcpt(ctx, "bob@example.com"))}
@@ -95,17 +94,15 @@ func TestStages(t *testing.T) {
 
 // Before the banner only a drop acts; a pregreet made a reject waits.
 func TestConnectOnlyDrops(t *testing.T) {
-	pre := checks.Result{Check: "pregreet", Outcome: "pregreet", Reason: "early"}
+	pre := Greeting{Early: []byte("EHLO x\r\n"), Waited: true}
 	p := newPipeline(t, "")
-	s := p.NewSession(client, nil)
-	s.Pregreet(pre)
-	if d := s.Connect(false); !d.Refuse || d.Action != rules.Drop || !strings.HasPrefix(d.Reply.String(), "554 5.5.1") {
+	s := p.NewSession("t", client, nil)
+	if d := s.Connect(context.Background(), pre); !d.Refuse || d.Action != rules.Drop || !strings.HasPrefix(d.Reply.String(), "554 5.5.1") {
 		t.Errorf("pregreet: %+v", d)
 	}
 	p = newPipeline(t, "[outcome.pregreet]\naction = \"reject\"\n")
-	s = p.NewSession(client, nil)
-	s.Pregreet(pre)
-	if d := s.Connect(false); d.Refuse {
+	s = p.NewSession("t", client, nil)
+	if d := s.Connect(context.Background(), pre); d.Refuse {
 		t.Errorf("a reject acted before the banner: %+v", d)
 	}
 	if d := s.Helo(context.Background(), "mail.example.org"); d.Refuse {
@@ -122,7 +119,7 @@ func TestConnectOnlyDrops(t *testing.T) {
 func TestRecipientExemption(t *testing.T) {
 	ctx := context.Background()
 	p := newPipeline(t, "[[list]]\nname = \"abuse\"\ntype = \"recipient\"\naction = \"allow\"\nentries = [\"postmaster@\"]\n")
-	s := p.NewSession(client, nil)
+	s := p.NewSession("t", client, nil)
 	s.Helo(ctx, "localhost")
 	if d := s.Mail(ctx, "a@example.org"); !d.Hold {
 		t.Fatalf("MAIL not held: %+v", d)
@@ -146,7 +143,7 @@ func TestRecipientExemption(t *testing.T) {
 func TestTrusted(t *testing.T) {
 	ctx := context.Background()
 	p := newPipeline(t, "")
-	s := p.NewSession(netip.MustParseAddrPort("192.0.2.250:1"), nil)
+	s := p.NewSession("t", netip.MustParseAddrPort("192.0.2.250:1"), nil)
 	if skip, why := s.SkipGreeting(); !skip || why != "trusted" {
 		t.Errorf("greeting: %v %q", skip, why)
 	}
@@ -168,7 +165,7 @@ func TestTrusted(t *testing.T) {
 func TestSkippedChecksDoNotRun(t *testing.T) {
 	ctx := context.Background()
 	p := newPipeline(t, "[[list]]\nname = \"p\"\ntype = \"client\"\naction = \"allow\"\nskip = [\"helo\", \"sender\"]\nentries = [\"192.0.2.0/24\"]\n")
-	s := p.NewSession(client, nil)
+	s := p.NewSession("t", client, nil)
 	s.Helo(ctx, "localhost")
 	d := s.Mail(ctx, "ceo@example.com")
 	if d.Refuse || d.Hold || len(s.Results()) != 0 {
@@ -181,7 +178,7 @@ func TestSkippedChecksDoNotRun(t *testing.T) {
 func TestDataHeaders(t *testing.T) {
 	ctx := context.Background()
 	p := newPipeline(t, "[outcome.\"helo.forward_mismatch\"]\naction = \"tag\"\n[outcome.\"helo.localhost\"]\naction = \"tag\"\n")
-	s := p.NewSession(client, nil)
+	s := p.NewSession("t", client, nil)
 	s.Helo(ctx, "localhost")
 	s.Mail(ctx, "a@example.org")
 	s.Rcpt(ctx, "b@example.com")

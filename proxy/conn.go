@@ -11,162 +11,119 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/pipeline"
-	"github.com/mxguard/mxguard/rules"
+	"github.com/mxguard/mxguard/proxy/backend"
 )
 
-// clientConn is a client's connection as go-smtp sees it. It carries the
-// connection's state (so a verdict survives HELO again, RSET and STARTTLS,
-// which go-smtp answers with a fresh Session), and replays the bytes an early
-// talker sent during the greeting wait.
-type clientConn struct {
-	net.Conn
-	early []byte // what an early talker sent during the greeting, replayed to go-smtp
-	state *connState
+// conn is one client connection, and everything mxguard knows about it. It
+// is three things at once: the socket go-smtp reads and writes (a net.Conn
+// whose wire layer judges command lines before go-smtp parses them and
+// watches the replies go-smtp writes), the go-smtp Session of the
+// connection, and its record for the logs.
+//
+// One goroutine owns it: the accepting one during the greeting, then
+// go-smtp's for the dialogue. Other goroutines only touch the socket's
+// deadlines (the greeting's early end, session_timeout, shutdown) and the
+// atomics below.
+type conn struct {
+	net.Conn // the client's TCP socket (behind any PROXY header)
+	srv      *Server
+	rt       *Runtime // the configuration this connection started under
+	pipe     *pipeline.Session
+	id       string
+	client   netip.AddrPort
+	local    netip.AddrPort
+	start    time.Time
 
-	// readTimedOut: a read hit its deadline. Every later read fails at once:
-	// go-smtp would otherwise go back to reading commands, and the rest of
-	// a message cut off by data_timeout would run as SMTP commands (a
-	// smuggling path), or a half-sent command line would be taken whole.
-	readTimedOut atomic.Pointer[error]
+	wire
+	smtp *smtp.Conn // go-smtp's side of it, from its first HELO on
 
-	// out holds the replies go-smtp wrote and that are not sent yet. They
-	// go out together when go-smtp next needs input (Postfix's rule: flush
-	// before reading), so the replies to pipelined commands, or the lines of
-	// an EHLO reply, take one write instead of one each.
-	wmu sync.Mutex
-	out []byte
+	// The transaction toward the backend.
+	be   *backend.Conn // opened at the first relayed transaction, kept for the next
+	from string
+	mail *smtp.MailOptions
+	// held: MAIL was accepted without telling the backend (a refusal is
+	// pending); open: the backend has a transaction open.
+	held, open bool
+
+	// For the session record.
+	accepted, rcpts int
+	refusals        []checks.Name // the check (or limit) behind each refusal
+	lastReply       string
+	hangup          string          // the stage in which the client hung up, if it did
+	would           map[string]bool // "would refuse" records already written
+
+	timer    *time.Timer // session_timeout
+	timedOut atomic.Bool
+	cut      atomic.Bool // interrupted: the owner hangs up without a word
+	waiting  atomic.Bool // in the greeting wait: endGreeting may cut it short
 
 	closeOnce sync.Once
-	onClose   func(*clientConn)
 }
 
-// maxPending bounds what Write holds back.
-const maxPending = 16 << 10
-
-func (c *clientConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.out = append(c.out, p...)
-	if len(c.out) >= maxPending {
-		if err := c.flushLocked(); err != nil {
-			return 0, err
-		}
+// newConn wraps an accepted connection.
+func (s *Server) newConn(nc net.Conn, rt *Runtime) *conn {
+	c := &conn{
+		Conn:   nc,
+		srv:    s,
+		rt:     rt,
+		id:     newID(),
+		client: addrPort(nc.RemoteAddr()),
+		local:  addrPort(nc.LocalAddr()),
+		start:  time.Now(),
 	}
-	return len(p), nil
+	c.wire.init(c)
+	return c
 }
 
-// flush sends what Write held back.
-func (c *clientConn) flush() error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.flushLocked()
-}
+// Read is go-smtp's input: command lines judged, the message passed on.
+func (c *conn) Read(p []byte) (int, error) { return c.wire.read(p) }
 
-func (c *clientConn) flushLocked() error {
-	if len(c.out) == 0 {
-		return nil
-	}
-	_, err := c.Conn.Write(c.out)
-	if cap(c.out) > maxPending {
-		c.out = nil
-	} else {
-		c.out = c.out[:0]
-	}
-	return err
-}
+// Write is go-smtp's output: held back and sent when go-smtp next needs
+// input (Postfix's rule: flush before reading), so the replies to
+// pipelined commands, or the lines of an EHLO reply, take one write.
+func (c *conn) Write(p []byte) (int, error) { return c.wire.write(p) }
 
-func (c *clientConn) Read(p []byte) (int, error) {
-	if err := c.flush(); err != nil {
-		return 0, err
-	}
-	if len(c.early) > 0 {
-		n := copy(p, c.early)
-		c.early = c.early[n:]
-		return n, nil
-	}
-	if err := c.readTimedOut.Load(); err != nil {
-		return 0, *err // the same net.Error: go-smtp answers "421 4.4.2 Idle timeout"
-	}
-	n, err := c.Conn.Read(p)
-	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		c.readTimedOut.Store(&err)
-	}
-	return n, err
-}
-
-func (c *clientConn) Close() error {
+// Close ends the connection once, whoever ends it, and writes its record.
+// It runs on the owning goroutine: go-smtp's when it gives up the
+// connection, or the greeting's.
+func (c *conn) Close() error {
 	err := net.ErrClosed
 	c.closeOnce.Do(func() {
 		c.flush() // a last reply (221, 421) before hanging up
+		c.closed = true
 		err = c.Conn.Close()
-		if c.onClose != nil {
-			c.onClose(c)
+		if c.tlsConn != nil {
+			c.tlsConn.NetConn().Close()
 		}
+		c.srv.closed(c)
 	})
 	return err
 }
 
-// writeAndClose sends a last reply and hangs up, for refusals that drop the
-// connection. The reply goes through w: the TLS layer after STARTTLS, or
-// nil for the connection itself.
-func (c *clientConn) writeAndClose(w net.Conn, reply string, timeout time.Duration) {
-	if w == nil {
-		w = c // after what is held back
+// interrupt makes the owner give up the connection: its blocked read or
+// write fails at once, and it closes. Safe from any goroutine.
+func (c *conn) interrupt() {
+	c.cut.Store(true)
+	c.Conn.SetDeadline(time.Now())
+}
+
+// dropWith sends a last reply and hangs up.
+func (c *conn) dropWith(reply string) {
+	c.Conn.SetWriteDeadline(time.Now().Add(c.rt.Cfg.Limits.WriteTimeout.D()))
+	c.sendOwn(reply)
+	c.Close()
+}
+
+// connOf finds our connection under what go-smtp holds.
+func connOf(nc net.Conn) *conn {
+	if t, ok := nc.(*tls.Conn); ok {
+		nc = t.NetConn()
 	}
-	w.SetWriteDeadline(time.Now().Add(timeout))
-	w.Write([]byte(reply + "\r\n"))
-	c.Close() // flushes
+	c, _ := nc.(*conn)
+	return c
 }
 
-// clientOf finds our connection under what go-smtp holds (a *tls.Conn after
-// STARTTLS).
-func clientOf(c net.Conn) *clientConn {
-	if t, ok := c.(*tls.Conn); ok {
-		c = t.NetConn()
-	}
-	cc, _ := c.(*clientConn)
-	return cc
-}
-
-// connState is what we know about one client connection, whatever go-smtp
-// does with its sessions.
-type connState struct {
-	id     string
-	rt     *Runtime          // the configuration this connection started under
-	pipe   *pipeline.Session // the checks' view of it
-	client netip.AddrPort
-	local  netip.AddrPort
-	start  time.Time
-
-	timer    *time.Timer // session_timeout
-	timedOut atomic.Bool
-	hangup   string // the stage in which the client hung up, if it did (under mu)
-
-	mu  sync.Mutex
-	tls bool
-	// for the summary line
-	accepted, refused int
-	rcpts             int
-	lastReply         string
-	would             map[string]bool // "would refuse" lines already logged
-}
-
-func (st *connState) setHangup(stage string) {
-	st.mu.Lock()
-	st.hangup = stage
-	st.mu.Unlock()
-}
-
-// smtpError converts a decision's reply into what go-smtp writes back. It
-// must be a bare *smtp.SMTPError: go-smtp does not unwrap errors. The
-// enhanced code goes into the text, as for the backend's replies
-// (replyError): go-smtp would otherwise invent "X.0.0" for a reply without
-// one.
-func smtpError(r rules.Reply) *smtp.SMTPError {
-	text := r.Text
-	if r.Enhanced != "" {
-		text = r.Enhanced + " " + text
-	}
-	return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.NoEnhancedCode, Message: text}
-}
+// isTimeout reports a read that hit its deadline.
+func deadlineExceeded(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }

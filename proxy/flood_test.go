@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mxguard/mxguard/checks"
 	"io"
 	"net"
 	"net/netip"
@@ -239,7 +240,7 @@ func goodClient(t *testing.T, h *harness, subject string) time.Duration {
 
 func floodHarness(t *testing.T, cfg func(*config.Config)) *harness {
 	h := newHarness(t, harnessOpt{cfg: cfg})
-	h.rep.PassGreeting(netip.MustParseAddr("127.0.0.2"))
+	h.rep.Pass(netip.MustParseAddr("127.0.0.2"), checks.PregreetName, time.Hour)
 	return h
 }
 

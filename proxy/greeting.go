@@ -1,14 +1,13 @@
 package proxy
 
 import (
+	"context"
 	"errors"
-	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/mxguard/mxguard/checks"
+	"github.com/mxguard/mxguard/pipeline"
 )
 
 // greet runs the connection stage: the bait banner line, the greeting delay
@@ -18,121 +17,88 @@ import (
 // postscreen's trick: "220-host ESMTP" is a continuation line, so a client
 // that waits for the end of the reply before talking stays silent; a bot that
 // reads only the first line talks into the wait and is caught.
-func (s *Server) greet(cc *clientConn) bool {
-	st := cc.state
-	cfg := st.rt.Cfg
+func (s *Server) greet(c *conn) bool {
+	cfg := c.rt.Cfg
 	delay := cfg.Listen.GreetDelay.D()
-	skip, why := st.pipe.SkipGreeting()
+	skip, why := c.pipe.SkipGreeting()
 	if skip || delay <= 0 {
 		if skip {
-			s.log.Debug("greeting skipped", "session", st.id, "client", st.client.String(), "why", why)
+			s.log.Debug("greeting skipped", "session", c.id, "client", c.client.String(), "why", why)
 		}
-		return s.connected(cc, false)
+		return s.connected(c, pipeline.Greeting{})
 	}
-	if !s.trackGreeting(cc, true) {
-		cc.writeAndClose(nil, "421 4.3.2 Service shutting down, try again later", time.Second)
+	if !s.trackGreeting(c, true) {
+		c.dropWith("421 4.3.2 Service shutting down, try again later")
 		return false
 	}
 
 	if cfg.Listen.BaitBanner {
-		cc.Conn.SetWriteDeadline(time.Now().Add(cfg.Limits.WriteTimeout.D()))
-		if _, err := cc.Conn.Write([]byte("220-" + cfg.Hostname + " ESMTP\r\n")); err != nil {
-			s.trackGreeting(cc, false)
-			st.setHangup("greeting")
-			cc.Close()
+		c.Conn.SetWriteDeadline(time.Now().Add(cfg.Limits.WriteTimeout.D()))
+		if _, err := c.Conn.Write([]byte("220-" + cfg.Hostname + " ESMTP\r\n")); err != nil {
+			s.trackGreeting(c, false)
+			c.hangup = "greeting"
+			c.Close()
 			return false
 		}
 	}
 	var buf [128]byte
-	cc.Conn.SetReadDeadline(st.start.Add(delay))
-	n, err := cc.Conn.Read(buf[:])
-	s.trackGreeting(cc, false)
-	cc.Conn.SetReadDeadline(time.Time{})
+	c.Conn.SetReadDeadline(c.start.Add(delay))
+	n, err := c.Conn.Read(buf[:])
+	s.trackGreeting(c, false)
+	c.Conn.SetReadDeadline(time.Time{})
+	if s.isClosing() {
+		c.dropWith("421 4.3.2 Service shutting down, try again later")
+		return false
+	}
 	switch {
 	case n > 0:
-		cc.early = append([]byte(nil), buf[:n]...)
-		s.pregreet(cc, time.Since(st.start))
-		return s.connected(cc, false)
-	case errors.Is(err, os.ErrDeadlineExceeded):
+		// What an early talker sent is replayed to go-smtp: the wire reads
+		// it first.
+		c.buf = append([]byte(nil), buf[:n]...)
+		after := time.Since(c.start)
+		// The postscreen line: PREGREET 11 after 0.21 from [192.0.2.1]:4711: EHLO x
+		s.log.Info("pregreet", "session", c.id, "client", c.client.String(),
+			"bytes", n, "after", round(after), "text", checks.Escape(c.buf, 100))
+		return s.connected(c, pipeline.Greeting{Early: c.buf, After: after, Waited: true})
+	case errors.Is(err, os.ErrDeadlineExceeded) && !c.timedOut.Load():
 		// A patient client, or one a DNS allowlist let go early.
-		return s.connected(cc, true)
+		return s.connected(c, pipeline.Greeting{Waited: true})
 	default:
-		st.setHangup("greeting")
-		cc.Close()
+		c.hangup = "greeting"
+		c.Close()
 		return false
 	}
 }
 
 // connected applies the decision at the end of the connection stage: only a
 // drop acts before the banner.
-func (s *Server) connected(cc *clientConn, waited bool) bool {
-	st := cc.state
-	d := st.pipe.Connect(waited)
-	s.logWould(st, d.Verdict, "connect")
+func (s *Server) connected(c *conn, g pipeline.Greeting) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	d := c.pipe.Connect(ctx, g)
+	cancel()
+	c.logWould(d)
 	if !d.Refuse {
 		return true
 	}
-	s.refuse(st, d, "", "")
-	cc.writeAndClose(nil, d.Reply.String(), st.rt.Cfg.Limits.WriteTimeout.D())
+	c.refuse(d, "", "")
+	c.dropWith(d.Reply.String())
 	return false
 }
 
-// pregreet records an early talker.
-func (s *Server) pregreet(cc *clientConn, after time.Duration) {
-	st := cc.state
-	text := escape(cc.early, 100)
-	st.pipe.Pregreet(checks.Result{
-		Check:    "pregreet",
-		Outcome:  "pregreet",
-		Reason:   fmt.Sprintf("client sent %d bytes %.2fs after connecting, before the greeting", len(cc.early), after.Seconds()),
-		Evidence: text,
-	})
-	// The postscreen line: PREGREET 11 after 0.21 from [192.0.2.1]:4711: EHLO x
-	s.log.Info("pregreet", "session", st.id, "client", st.client.String(),
-		"bytes", len(cc.early), "after", round(after), "text", text)
-}
-
-func (s *Server) trackGreeting(cc *clientConn, in bool) bool {
+func (s *Server) trackGreeting(c *conn, in bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if in {
 		if s.closing {
 			return false
 		}
-		s.greeting[cc] = struct{}{}
+		s.greeting[c] = struct{}{}
+		c.waiting.Store(true)
 	} else {
-		delete(s.greeting, cc)
+		c.waiting.Store(false)
+		delete(s.greeting, c)
 	}
 	return true
-}
-
-// escape renders client bytes for a log line the way postscreen does: at
-// most max bytes, non-printables as C escapes (\r\n, \x00).
-func escape(b []byte, max int) string {
-	var sb strings.Builder
-	for i, c := range b {
-		if i >= max {
-			sb.WriteString("...")
-			break
-		}
-		switch {
-		case c == '\r':
-			sb.WriteString(`\r`)
-		case c == '\n':
-			sb.WriteString(`\n`)
-		case c == '\t':
-			sb.WriteString(`\t`)
-		case c == '\\':
-			sb.WriteString(`\\`)
-		case c < ' ' || c >= 0x7f:
-			sb.WriteString(`\x`)
-			sb.WriteString(strconv.FormatUint(uint64(c)>>4, 16))
-			sb.WriteString(strconv.FormatUint(uint64(c)&15, 16))
-		default:
-			sb.WriteByte(c)
-		}
-	}
-	return sb.String()
 }
 
 // round gives seconds with two decimals, as postscreen logs them.

@@ -94,7 +94,7 @@ func newHarness(t *testing.T, o harnessOpt) *harness {
 	if o.cfg != nil {
 		o.cfg(h.cfg)
 	}
-	h.rep = reputation.New(reputation.Config{GreetPassTTL: h.cfg.Reputation.GreetPassTTL.D()})
+	h.rep = reputation.New(reputation.Config{})
 	rt := h.runtime(h.cfg)
 	h.srv = New(rt, slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -117,7 +117,7 @@ func (h *harness) runtime(cfg *config.Config) *Runtime {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	rt, err := NewRuntime(cfg, Shared{Resolver: res, Reputation: h.rep}, nil)
+	rt, err := NewRuntime(cfg, Shared{Resolver: res, Memory: h.rep}, nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}

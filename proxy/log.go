@@ -5,106 +5,116 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/mxguard/mxguard/pipeline"
+	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/rules"
 )
 
-// The decision log. One "refused" line per refusal holds everything needed
-// to answer "why was this refused?"; one "session" line per connection sums
-// it up; "would refuse" lines show what rules in log mode would have done.
-// Field names are stable: see README.md, "Log format".
+// The decision log. One "refused" record per refusal — whatever made it: a
+// check, a rule, a limit or a protocol error — holds everything needed to
+// answer "why was this refused?"; one "relayed" record per message the
+// backend took; one "session" record per connection sums it up with every
+// outcome of the session; "would refuse" records show what rules in log
+// mode would have done. Field names are stable: see README.md, "Log format".
 
-// refuse writes the "refused" line.
-func (s *Server) refuse(st *connState, d pipeline.Decision, from, rcpt string) {
-	st.mu.Lock()
-	st.refused++
-	st.lastReply = d.Reply.String()
-	st.mu.Unlock()
-	s.log.LogAttrs(context.Background(), slog.LevelInfo, "refused",
-		s.decisionAttrs(st, d.Stage, d.Verdict, d.Reply, from, rcpt)...)
+// refuse writes the "refused" record, and counts the refusal.
+func (c *conn) refuse(d rules.Decision, from, rcpt string) {
+	c.refusals = append(c.refusals, d.Check)
+	c.lastReply = d.Reply.String()
+	c.srv.log.LogAttrs(context.Background(), slog.LevelInfo, "refused", c.decisionAttrs(d.At, d.Verdict, d.Reply, from, rcpt)...)
 }
 
-// logWould writes a "would refuse" line for a verdict that rules in log
+// logWould writes a "would refuse" record for a decision that rules in log
 // mode would have made harsher, once per rule and connection.
-func (s *Server) logWould(st *connState, v rules.Verdict, stage string) {
-	w := v.Would
-	if w == nil {
+func (c *conn) logWould(d rules.Decision) {
+	w := d.Would
+	if w == nil || c.would[w.Rule] {
 		return
 	}
-	st.mu.Lock()
-	if st.would == nil {
-		st.would = map[string]bool{}
+	if c.would == nil {
+		c.would = map[string]bool{}
 	}
-	seen := st.would[w.Rule]
-	st.would[w.Rule] = true
-	st.mu.Unlock()
-	if seen {
-		return
-	}
-	attrs := s.decisionAttrs(st, stage, *w, w.Reply, "", "")
+	c.would[w.Rule] = true
+	attrs := c.decisionAttrs(d.At, *w, w.Reply, "", "")
 	attrs = append(attrs, slog.String("mode", "log"))
-	s.log.LogAttrs(context.Background(), slog.LevelInfo, "would refuse", attrs...)
+	c.srv.log.LogAttrs(context.Background(), slog.LevelInfo, "would refuse", attrs...)
 }
 
-func (s *Server) decisionAttrs(st *connState, stage string, v rules.Verdict, reply rules.Reply, from, rcpt string) []slog.Attr {
+func (c *conn) decisionAttrs(at checks.Stage, v rules.Verdict, reply rules.Reply, from, rcpt string) []slog.Attr {
 	attrs := []slog.Attr{
-		slog.String("session", st.id),
-		slog.String("client", st.client.String()),
-		slog.String("stage", stage),
+		slog.String("session", c.id),
+		slog.String("client", c.client.String()),
+		slog.String("stage", at.String()),
 		slog.String("action", v.Action.String()),
 		slog.String("rule", v.Rule),
 		slog.String("reason", v.Reason),
 		slog.Float64("score", v.Score),
 		slog.String("reply", reply.String()),
 	}
+	if v.Check != "" {
+		attrs = append(attrs, slog.String("check", string(v.Check)))
+	}
 	if v.Where != "" {
 		attrs = append(attrs, slog.String("where", v.Where))
 	}
-	if helos := st.pipe.HELOs(); len(helos) > 0 {
+	if helos := c.pipe.HELOs(); len(helos) > 0 {
 		attrs = append(attrs, slog.String("helo", helos[len(helos)-1]))
 	}
-	if stage == "mail" || stage == "rcpt" || stage == "data" {
+	switch {
+	case at == checks.AtData:
+		// A refusal of the message names everyone it was for.
+		attrs = append(attrs, slog.String("from", from), slog.Any("rcpt", nonNil(c.pipe.Rcpts())))
+	case at >= checks.AtMail:
 		attrs = append(attrs, slog.String("from", from))
 	}
 	if rcpt != "" {
 		attrs = append(attrs, slog.String("rcpt", rcpt))
 	}
-	return append(attrs, slog.Any("checks", st.pipe.Results()), slog.Float64("elapsed", secs(time.Since(st.start))))
+	return append(attrs, slog.Any("checks", c.pipe.Results()), slog.Float64("elapsed", secs(time.Since(c.start))))
 }
 
-// logSession writes the "session" summary line when a connection ends.
-func (s *Server) logSession(st *connState) {
-	results := st.pipe.Results()
-	helos := st.pipe.HELOs()
-	last := st.pipe.Last()
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if helos == nil {
-		helos = []string{}
-	}
+// relayed writes the "relayed" record of a message the backend accepted,
+// with the outcomes that judged it.
+func (c *conn) relayed(d rules.Decision, size int64, reply string) {
+	c.srv.log.LogAttrs(context.Background(), slog.LevelInfo, "relayed",
+		slog.String("session", c.id), slog.String("client", c.client.String()), slog.String("helo", c.helo()),
+		slog.String("from", c.from), slog.Any("rcpt", nonNil(c.pipe.Rcpts())), slog.Int64("size", size),
+		slog.String("action", d.Action.String()), slog.Float64("score", d.Score), slog.String("reply", reply),
+		slog.Any("checks", c.pipe.Results()))
+}
+
+// logSession writes the "session" record when a connection ends: every
+// outcome of the session, of every transaction, and how it went.
+func (c *conn) logSession() {
 	attrs := []slog.Attr{
-		slog.String("session", st.id),
-		slog.String("client", st.client.String()),
-		slog.Any("helo", helos),
-		slog.Bool("trusted", st.pipe.Trusted()),
-		slog.Bool("tls", st.tls),
-		slog.Int("accepted", st.accepted),
-		slog.Int("refused", st.refused),
-		slog.Int("rcpts", st.rcpts),
-		slog.Float64("score", last.Score),
-		slog.Any("checks", results),
-		slog.Float64("elapsed", secs(time.Since(st.start))),
+		slog.String("session", c.id),
+		slog.String("client", c.client.String()),
+		slog.Any("helo", nonNil(c.pipe.HELOs())),
+		slog.Bool("trusted", c.pipe.Trusted()),
+		slog.Bool("tls", c.tls),
+		slog.Int("accepted", c.accepted),
+		slog.Int("refused", len(c.refusals)),
+		slog.Int("rcpts", c.rcpts),
+		slog.Float64("score", c.pipe.Last().Score),
+		slog.Any("checks", nonNil(c.pipe.All())),
+		slog.Float64("elapsed", secs(time.Since(c.start))),
 	}
-	if st.lastReply != "" {
-		attrs = append(attrs, slog.String("last_reply", st.lastReply))
+	if c.lastReply != "" {
+		attrs = append(attrs, slog.String("last_reply", c.lastReply))
 	}
-	if st.hangup != "" {
-		attrs = append(attrs, slog.String("hangup", st.hangup))
+	if c.hangup != "" {
+		attrs = append(attrs, slog.String("hangup", c.hangup))
 	}
-	if st.timedOut.Load() {
+	if c.timedOut.Load() {
 		attrs = append(attrs, slog.Bool("session_timeout", true))
 	}
-	s.log.LogAttrs(context.Background(), slog.LevelInfo, "session", attrs...)
+	c.srv.log.LogAttrs(context.Background(), slog.LevelInfo, "session", attrs...)
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 func secs(d time.Duration) float64 {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"github.com/mxguard/mxguard/checks"
 	"strings"
 	"testing"
 	"time"
@@ -57,7 +58,7 @@ func TestPregreet(t *testing.T) {
 				if after < tc.after.Seconds()-0.02 || after > 0.4 {
 					t.Errorf("logged after=%v, sent after %v", after, tc.after)
 				}
-				if txt := l["text"].(string); strings.ContainsAny(txt, "\r\n\x00") || !strings.HasPrefix(escape([]byte(tc.send), 100), txt[:1]) {
+				if txt := l["text"].(string); strings.ContainsAny(txt, "\r\n\x00") || !strings.HasPrefix(checks.Escape([]byte(tc.send), 100), txt[:1]) {
 					t.Errorf("logged text %q for %q", txt, tc.send)
 				}
 			})

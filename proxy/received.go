@@ -3,7 +3,7 @@ package proxy
 import (
 	"strings"
 
-	"github.com/mxguard/mxguard/pipeline"
+	"github.com/mxguard/mxguard/checks"
 	"time"
 )
 
@@ -13,28 +13,27 @@ import (
 //
 // Everything that came from the client is cleaned first, so no HELO or
 // address can inject a header line.
-func (se *session) received() []byte {
-	st := se.st
+func (c *conn) received() []byte {
 	var b strings.Builder
 	b.Grow(256)
 	b.WriteString("Received: from ")
-	b.WriteString(clean(se.c.Hostname(), 255))
+	b.WriteString(clean(c.helo(), 255))
 	b.WriteString(" (")
-	if name := st.pipe.RDNS(); name != "" && name != pipeline.TempUnavail {
+	if name := c.pipe.RDNS(); name != "" && name != checks.TempUnavail {
 		b.WriteString(clean(name, 255))
 		b.WriteByte(' ')
 	}
 	b.WriteByte('[')
-	b.WriteString(st.client.Addr().String())
+	b.WriteString(c.client.Addr().String())
 	b.WriteString("])\r\n\tby ")
-	b.WriteString(st.rt.Cfg.Hostname)
+	b.WriteString(c.rt.Cfg.Hostname)
 	b.WriteString(" (mxguard) with ESMTP")
-	if st.tls {
+	if c.tls {
 		b.WriteByte('S')
 	}
 	b.WriteString(" id ")
-	b.WriteString(st.id)
-	if rcpts := st.pipe.Rcpts(); len(rcpts) == 1 { // more would tell each recipient about the others
+	b.WriteString(c.id)
+	if rcpts := c.pipe.Rcpts(); len(rcpts) == 1 { // more would tell each recipient about the others
 		b.WriteString("\r\n\tfor <")
 		b.WriteString(clean(rcpts[0], 255))
 		b.WriteByte('>')

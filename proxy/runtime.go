@@ -4,10 +4,10 @@ import (
 	"crypto/tls"
 	"log/slog"
 
+	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
 	"github.com/mxguard/mxguard/pipeline"
 	"github.com/mxguard/mxguard/proxy/backend"
-	"github.com/mxguard/mxguard/reputation"
 )
 
 // Runtime is everything built from one configuration. Sessions keep the
@@ -24,20 +24,25 @@ type Runtime struct {
 // Shared is what outlives a reload: the DNS cache and the memory of
 // clients. A reload builds a new Runtime around the same Shared.
 type Shared struct {
-	Resolver   pipeline.Resolver // nil: no DNS-based checks
-	Reputation *reputation.Store // nil: no memory
+	Resolver checks.Resolver // nil: no DNS-based checks
+	Memory   checks.Memory   // nil: no memory of clients
 }
 
-// NewRuntime builds the pipeline and the backend settings from cfg. Call
-// Start before serving with it and Close when it is replaced.
+// methods maps the validated client_identity to the backend's method.
+var methods = map[config.Identity]backend.Method{
+	config.IdentityNone:    backend.MethodNone,
+	config.IdentityXCLIENT: backend.MethodXCLIENT,
+	config.IdentityProxyV1: backend.MethodProxyV1,
+	config.IdentityProxyV2: backend.MethodProxyV2,
+}
+
+// NewRuntime builds the pipeline and the backend settings from cfg, which
+// config has validated. Call Start before serving with it and Close when it
+// is replaced.
 func NewRuntime(cfg *config.Config, sh Shared, log *slog.Logger) (*Runtime, error) {
-	p, err := pipeline.New(cfg, sh.Resolver, sh.Reputation, log)
+	p, err := pipeline.New(cfg, sh.Resolver, sh.Memory, log)
 	if err != nil {
 		return nil, err
-	}
-	method, err := backend.ParseMethod(string(cfg.Backend.ClientIdentity))
-	if err != nil {
-		return nil, cfg.Errorf([]string{"backend", "client_identity"}, "%v", err)
 	}
 	rt := &Runtime{
 		Cfg:      cfg,
@@ -45,19 +50,19 @@ func NewRuntime(cfg *config.Config, sh Shared, log *slog.Logger) (*Runtime, erro
 		Shared:   sh,
 		Backend: backend.Options{
 			Addr:           cfg.Backend.Address,
-			Method:         method,
+			Method:         methods[cfg.Backend.ClientIdentity],
 			LocalName:      cfg.Hostname,
 			DialTimeout:    cfg.Backend.DialTimeout.D(),
 			CommandTimeout: cfg.Backend.CommandTimeout.D(),
 			DataTimeout:    cfg.Backend.DataTimeout.D(),
 		},
 	}
-	if cfg.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
-		if err != nil {
-			return nil, cfg.Errorf([]string{"tls", "cert_file"}, "tls: %v", err)
-		}
-		rt.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	cert, err := cfg.TLS.Certificate()
+	if err != nil {
+		return nil, cfg.Errorf([]string{"tls", "cert_file"}, "tls: %v", err)
+	}
+	if cert != nil {
+		rt.TLS = &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12}
 	}
 	return rt, nil
 }

@@ -32,8 +32,8 @@ type Server struct {
 	listeners []net.Listener
 	front     *front                   // where new connections go
 	fronts    []*front                 // all go-smtp servers still serving someone
-	greeting  map[*clientConn]struct{} // in the greeting stage
-	conns     map[*clientConn]struct{} // all open
+	greeting  map[*conn]struct{} // in the greeting stage
+	conns     map[*conn]struct{} // all open
 	closing   bool
 
 	wg sync.WaitGroup // accept loops and greeting goroutines
@@ -48,7 +48,7 @@ type front struct {
 
 // New returns a server that will run under rt.
 func New(rt *Runtime, logger *slog.Logger) *Server {
-	s := &Server{log: logger, lim: newLimiter(), greeting: map[*clientConn]struct{}{}, conns: map[*clientConn]struct{}{}}
+	s := &Server{log: logger, lim: newLimiter(), greeting: map[*conn]struct{}{}, conns: map[*conn]struct{}{}}
 	s.rt.Store(rt)
 	s.front = s.newFront(rt)
 	s.fronts = []*front{s.front}
@@ -140,8 +140,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, l := range s.listeners {
 		l.Close()
 	}
-	for cc := range s.greeting {
-		go cc.writeAndClose(nil, "421 4.3.2 Service shutting down, try again later", time.Second)
+	for c := range s.greeting {
+		c.interrupt() // its goroutine says 421 and hangs up
 	}
 	fronts := s.fronts
 	s.mu.Unlock()
@@ -164,15 +164,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		// go-smtp's Close does nothing once Shutdown has begun, so the
-		// sessions still open are closed here.
+		// sessions still open are cut here: each one's goroutine closes it.
 		s.mu.Lock()
-		open := make([]*clientConn, 0, len(s.conns))
-		for cc := range s.conns {
-			open = append(open, cc)
+		open := make([]*conn, 0, len(s.conns))
+		for c := range s.conns {
+			open = append(open, c)
 		}
 		s.mu.Unlock()
-		for _, cc := range open {
-			cc.Close() // runs closed(), which takes s.mu
+		for _, c := range open {
+			c.interrupt()
 		}
 		n := len(open)
 		<-done
@@ -217,81 +217,72 @@ func (s *Server) handle(nc net.Conn) {
 		nc.Close()
 		return
 	}
-	client, local := addrPort(nc.RemoteAddr()), addrPort(nc.LocalAddr())
+	client := addrPort(nc.RemoteAddr())
 	if ok, why := s.lim.acquire(client.Addr(), lim.MaxConnections, lim.MaxConnectionsPerIP); !ok {
 		reply := "421 4.7.0 " + rt.Cfg.Hostname + " Error: " + why + ", try again later"
 		s.log.Warn("refused", "client", client.String(), "stage", "connect", "action", "tempfail",
-			"rule", "limit", "reason", why, "open", s.lim.open(), "reply", reply)
+			"rule", "limit", "check", string(limitCheck), "reason", why, "open", s.lim.open(), "reply", reply)
 		nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		nc.Write([]byte(reply + "\r\n"))
 		nc.Close()
 		return
 	}
-	st := &connState{
-		id:     newID(),
-		rt:     rt,
-		client: client,
-		local:  local,
-		start:  time.Now(),
-	}
-	cc := &clientConn{Conn: nc, state: st, onClose: s.closed}
+	c := s.newConn(nc, rt)
 	// The DNS lists answer while the client waits; a DNS allowlisting ends
 	// the wait at once (the Read in greet returns on its deadline).
-	st.pipe = rt.Pipeline.NewSession(client, func(allowlisted bool) {
-		if allowlisted {
-			s.endGreetingEarly(cc)
-		}
-	})
+	c.pipe = rt.Pipeline.NewSession(c.id, c.client, func() { s.endGreeting(c) })
 	s.mu.Lock()
-	s.conns[cc] = struct{}{}
+	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	st.timer = time.AfterFunc(lim.SessionTimeout.D(), func() {
-		st.timedOut.Store(true)
-		cc.Close()
+	c.timer = time.AfterFunc(lim.SessionTimeout.D(), func() {
+		c.timedOut.Store(true)
+		c.interrupt()
 	})
-	s.log.Debug("connect", "session", st.id, "client", client.String(), "to", local.String(), "trusted", st.pipe.Trusted())
-	if s.greet(cc) {
-		s.handoff(cc)
+	s.log.Debug("connect", "session", c.id, "client", c.client.String(), "to", c.local.String(), "trusted", c.pipe.Trusted())
+	if s.greet(c) {
+		s.handoff(c)
 	}
 }
 
-// endGreetingEarly wakes the greeting's Read of a connection still waiting
-// in it. Only there: a deadline in the past would cut a session later on.
-func (s *Server) endGreetingEarly(cc *clientConn) {
+// endGreeting wakes the greeting's Read of a connection still waiting in
+// it. Only there: a deadline in the past would cut a session later on.
+func (s *Server) endGreeting(c *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, waiting := s.greeting[cc]; waiting {
-		cc.Conn.SetReadDeadline(time.Now())
+	if _, waiting := s.greeting[c]; waiting {
+		c.Conn.SetReadDeadline(time.Now())
 	}
 }
 
-// closed runs once when a connection ends, whoever closes it.
-func (s *Server) closed(cc *clientConn) {
-	st := cc.state
-	st.timer.Stop()
-	s.lim.release(st.client.Addr())
-	st.mu.Lock()
-	accepted, refused := st.accepted, st.refused
-	st.mu.Unlock()
-	st.pipe.Finish(accepted, refused)
+// closed runs once when a connection ends, on its owning goroutine.
+func (s *Server) closed(c *conn) {
+	c.timer.Stop()
+	s.lim.release(c.client.Addr())
+	c.pipe.Finish(c.accepted, c.refusals)
 	s.mu.Lock()
-	delete(s.conns, cc)
+	delete(s.conns, c)
 	s.mu.Unlock()
-	s.logSession(st)
+	c.logSession()
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
 }
 
 // handoff gives a connection to the current go-smtp server, which writes the
 // (last line of the) banner and runs the dialogue.
-func (s *Server) handoff(cc *clientConn) {
+func (s *Server) handoff(c *conn) {
 	for {
 		s.mu.Lock()
 		f, closing := s.front, s.closing
 		s.mu.Unlock()
 		if closing {
-			cc.writeAndClose(nil, "421 4.3.2 Service shutting down, try again later", time.Second)
+			c.dropWith("421 4.3.2 Service shutting down, try again later")
 			return
 		}
-		if f.ln.push(cc) {
+		if f.ln.push(c) {
 			return
 		}
 		// f was replaced by a reload meanwhile: try the new one.
@@ -309,7 +300,8 @@ func (s *Server) newFront(rt *Runtime) *front {
 	srv.WriteTimeout = cfg.Limits.WriteTimeout.D()
 	srv.EnableSMTPUTF8 = true
 	srv.EnableDSN = true
-	srv.TLSConfig = rt.TLS
+	// No TLSConfig: STARTTLS is the wire's (wire.go), so go-smtp sees
+	// plaintext and one session lasts the connection.
 	srv.ErrorLog = log.New(slogWriter{s.log}, "", 0)
 	f := &front{srv: srv, ln: newChanListener()}
 	go srv.Serve(f.ln)

@@ -8,6 +8,7 @@ package reputation
 import (
 	"fmt"
 	"math"
+	"slices"
 	"net/netip"
 	"sync"
 	"time"
@@ -19,7 +20,6 @@ import (
 // Config sets the memory's size and pace.
 type Config struct {
 	Size         int           // addresses remembered (default 100000)
-	GreetPassTTL time.Duration // how long a greeting pass is remembered (default 24h; 0 = never)
 	HalfLife     time.Duration // counts halve in this time (default 7 days)
 	MinEvents    float64       // decayed events before an address has a reputation (default 5)
 	BadRatio     float64       // share of refused events that makes it bad (default 0.9)
@@ -34,10 +34,15 @@ type Store struct {
 }
 
 type record struct {
-	mu         sync.Mutex
-	greetUntil time.Time
-	good, bad  float64 // decayed counts as of at
-	at         time.Time
+	mu        sync.Mutex
+	passes    []pass  // connection tests passed, until when
+	good, bad float64 // decayed counts as of at
+	at        time.Time
+}
+
+type pass struct {
+	test  checks.Name
+	until time.Time
 }
 
 // New returns an empty store.
@@ -86,41 +91,55 @@ func (s *Store) get(ip netip.Addr, create bool) *record {
 	return r
 }
 
-// GreetingPassed reports whether ip passed the greeting test within
-// GreetPassTTL, so it can skip the wait.
-func (s *Store) GreetingPassed(ip netip.Addr) bool {
+// Passed reports whether ip passed test and the pass has not expired.
+func (s *Store) Passed(ip netip.Addr, test checks.Name) bool {
 	r := s.get(ip, false)
 	if r == nil {
 		return false
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return s.now().Before(r.greetUntil)
+	for _, p := range r.passes {
+		if p.test == test {
+			return s.now().Before(p.until)
+		}
+	}
+	return false
 }
 
-// PassGreeting remembers that ip waited for the banner politely.
-func (s *Store) PassGreeting(ip netip.Addr) {
-	if s.cfg.GreetPassTTL <= 0 {
+// Pass remembers that ip passed test, for ttl (0: not at all).
+func (s *Store) Pass(ip netip.Addr, test checks.Name, ttl time.Duration) {
+	if ttl <= 0 {
 		return
 	}
 	r := s.get(ip, true)
+	until := s.now().Add(ttl)
 	r.mu.Lock()
-	r.greetUntil = s.now().Add(s.cfg.GreetPassTTL)
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	for i := range r.passes {
+		if r.passes[i].test == test {
+			r.passes[i].until = until
+			return
+		}
+	}
+	r.passes = append(r.passes, pass{test, until})
 }
 
-// FailGreeting forgets a pass: a client that talked early waits again.
-func (s *Store) FailGreeting(ip netip.Addr) {
-	if r := s.get(ip, false); r != nil {
-		r.mu.Lock()
-		r.greetUntil = time.Time{}
-		r.mu.Unlock()
+// Fail forgets ip's pass of test: a client that talked early waits again.
+func (s *Store) Fail(ip netip.Addr, test checks.Name) {
+	r := s.get(ip, false)
+	if r == nil {
+		return
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.passes = slices.DeleteFunc(r.passes, func(p pass) bool { return p.test == test })
 }
 
 // Record adds a connection's results: messages the backend accepted, and
 // refusals mxguard gave.
-func (s *Store) Record(ip netip.Addr, accepted, refused int) {
+func (s *Store) Record(ip netip.Addr, accepted int, refusals []checks.Name) {
+	refused := len(refusals)
 	if accepted == 0 && refused == 0 {
 		return
 	}
@@ -161,10 +180,10 @@ func (s *Store) Check(ip netip.Addr) (checks.Result, bool) {
 	evidence := fmt.Sprintf("accepted %.1f refused %.1f (decayed, half-life %s)", good, bad, s.cfg.HalfLife)
 	switch {
 	case bad/total >= s.cfg.BadRatio:
-		return checks.Result{Check: "reputation", Outcome: "reputation.bad",
+		return checks.Result{Check: Name, Outcome: "reputation.bad",
 			Reason: fmt.Sprintf("%s: %.0f%% of its recent mail was refused", ip, 100*bad/total), Evidence: evidence}, true
 	case good/total >= s.cfg.GoodRatio:
-		return checks.Result{Check: "reputation", Outcome: "reputation.good",
+		return checks.Result{Check: Name, Outcome: "reputation.good",
 			Reason: fmt.Sprintf("%s: %.0f%% of its recent mail was accepted", ip, 100*good/total), Evidence: evidence}, true
 	}
 	return checks.Result{}, false

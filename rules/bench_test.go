@@ -16,7 +16,7 @@ func BenchmarkDecide(b *testing.B) {
 		{"lists", "[[list]]\nname = \"a\"\ntype = \"client\"\naction = \"allow\"\nskip = [\"pregreet\"]\nentries = [\"198.51.100.0/24\"]\n[[list]]\nname = \"b\"\ntype = \"sender\"\naction = \"deny\"\nentries = [\"spam.example\"]\n"},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			p, err := Parse("bench.toml", []byte(tc.toml))
+			p, err := Parse("bench.toml", []byte(tc.toml), known)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -158,14 +158,15 @@ type Verdict struct {
 	Action   Action
 	Score    float64
 	Reply    Reply  // for refusals; its text ends by naming the rule
-	Rule     string // the outcome or list that decided, or "score"
+	Rule     string      // the outcome or list that decided, or "score"
+	Check    checks.Name // the check whose outcome decided; "list", "score", or what a Refusal names
 	Reason   string // that outcome's reason, for the log
 	Evidence string // that outcome's evidence, for reply templates
 	Where    string // file:line of the deciding rule
 	Stage    Stage  // when to give the refusal
 	// Skip names the checks an allow list switched off (nil: none); SkipAll
 	// is an allow list that switched them all off.
-	Skip    map[string]bool
+	Skip    map[checks.Name]bool
 	SkipAll bool
 	// Would is what rules in log mode would have done, when harsher than
 	// what is done.
@@ -173,12 +174,12 @@ type Verdict struct {
 }
 
 // Skips reports whether a check is switched off by an allow list.
-func (v *Verdict) Skips(check string) bool { return v.SkipAll || v.Skip[check] }
+func (v *Verdict) Skips(check checks.Name) bool { return v.SkipAll || v.Skip[check] }
 
 // Skips reports whether the matched lists switch a check off: what Decide
 // would say, without building a verdict. It is asked on every connection
 // before the greeting wait, so it stays small (no fmt, no allocation).
-func (p *Policy) Skips(matched []*List, check string) bool {
+func (p *Policy) Skips(matched []*List, check checks.Name) bool {
 	for _, l := range matched {
 		if l.Log || p.logOnly {
 			continue
@@ -227,14 +228,14 @@ func (p *Policy) decide(matched []*List, results [][]checks.Result, withLog bool
 				return v
 			}
 			if v.Skip == nil {
-				v.Skip = map[string]bool{}
+				v.Skip = map[checks.Name]bool{}
 			}
 			for c := range l.Skip {
 				v.Skip[c] = true
 			}
 			continue
 		}
-		v.Action, v.Rule, v.Where = l.Action, "deny."+l.Name, l.Where
+		v.Action, v.Rule, v.Where, v.Check = l.Action, "deny."+l.Name, l.Where, "list"
 		v.Reason = fmt.Sprintf("%s is on deny list %s", l.Type, l.Name)
 		v.Reply = named(l.Reply, v.Rule)
 		v.Stage = stageOr(l.Stage, p.stage)
@@ -258,7 +259,7 @@ func (p *Policy) decide(matched []*List, results [][]checks.Result, withLog bool
 			}
 			v.Score += w
 			if r.Action > v.Action {
-				v.Action, v.Rule, v.Where = r.Action, res.Outcome, r.Where
+				v.Action, v.Rule, v.Where, v.Check = r.Action, res.Outcome, r.Where, res.Check
 				v.Reason, v.Evidence = res.Reason, res.Evidence
 				v.Reply = named(r.Reply, res.Outcome)
 				v.Stage = stageOr(r.Stage, p.stage)
@@ -267,7 +268,7 @@ func (p *Policy) decide(matched []*List, results [][]checks.Result, withLog bool
 	}
 	threshold := func(a Action, limit float64, reply Reply) {
 		if limit > 0 && v.Score >= limit && v.Action < a {
-			v.Action, v.Rule, v.Where, v.Evidence = a, "score", "scores", ""
+			v.Action, v.Rule, v.Where, v.Evidence, v.Check = a, "score", "scores", "", "score"
 			v.Reason = fmt.Sprintf("score %g reached %s %g", v.Score, a, limit)
 			v.Reply = named(reply, fmt.Sprintf("score %g", v.Score))
 			v.Stage = p.stage

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
 )
 
@@ -69,9 +70,25 @@ func Files(patterns []string) ([]string, error) {
 	return files, nil
 }
 
+// Known is what the registered checks can report: rule files may name only
+// these outcomes, and allow lists skip only these checks.
+type Known struct {
+	Checks   []checks.Name
+	Outcomes []string // "helo.bare_ip", or a family "dnsbl.*"
+}
+
+func (k Known) outcome(name string) bool {
+	for _, o := range k.Outcomes {
+		if o == name || (strings.HasSuffix(o, ".*") && strings.HasPrefix(name, o[:len(o)-1])) {
+			return true
+		}
+	}
+	return false
+}
+
 // Load builds the policy from the built-in rules and then the files named by
 // cfg.Rules, in order. Every problem is reported with its file and line.
-func Load(cfg *config.Config) (*Policy, error) {
+func Load(cfg *config.Config, known Known) (*Policy, error) {
 	patterns := make([]string, len(cfg.Rules))
 	for i, p := range cfg.Rules {
 		if !filepath.IsAbs(p) && cfg.Path != "" {
@@ -83,7 +100,7 @@ func Load(cfg *config.Config) (*Policy, error) {
 	if err != nil {
 		return nil, cfg.Errorf([]string{"rules"}, "%v", err)
 	}
-	b := newBuilder()
+	b := newBuilder(known)
 	if err := b.add("(built-in rules/default.toml)", defaultRules, true); err != nil {
 		return nil, err // a bug, caught by the tests
 	}
@@ -112,8 +129,8 @@ func (b *builder) policy() *Policy {
 
 // Parse builds a policy from the built-in rules and one rule file's data (for
 // tests and fuzzing).
-func Parse(path string, data []byte) (*Policy, error) {
-	b := newBuilder()
+func Parse(path string, data []byte, known Known) (*Policy, error) {
+	b := newBuilder(known)
 	if err := b.add("(built-in rules/default.toml)", defaultRules, true); err != nil {
 		return nil, err
 	}
@@ -125,14 +142,16 @@ func Parse(path string, data []byte) (*Policy, error) {
 
 // builder merges rule files into a Policy.
 type builder struct {
-	p *Policy
+	p     *Policy
+	known Known
 	// where each outcome was last set by an admin's file, to find conflicts
 	setBy map[string]string
 	lists map[string]string
 }
 
-func newBuilder() *builder {
+func newBuilder(known Known) *builder {
 	return &builder{
+		known: known,
 		p:     &Policy{outcomes: map[string]Rule{}, stage: StageRcpt},
 		setBy: map[string]string{},
 		lists: map[string]string{},
@@ -182,8 +201,8 @@ func (b *builder) add(path string, data []byte, builtin bool) error {
 		o := f.Outcome[name]
 		key := []string{"outcome", name}
 		where := fmt.Sprintf("%s:%d", path, src.Line(key...))
-		r, known := p.lookup(name)
-		if !known && !builtin {
+		r, _ := p.lookup(name)
+		if !b.known.outcome(name) {
 			errs = append(errs, src.Errorf(key, "unknown outcome %q (the outcome table in README.md lists them)", name))
 			continue
 		}

@@ -8,8 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
+	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
 )
 
@@ -20,7 +22,7 @@ type List struct {
 	Type   string // client, rdns, helo, sender, recipient
 	Allow  bool
 	Action Action          // for deny lists: Reject, Tempfail or Drop
-	Skip   map[string]bool // for allow lists: the checks skipped; nil = all
+	Skip   map[checks.Name]bool // for allow lists: the checks skipped; nil = all
 	Reply  Reply
 	Stage  Stage
 	Log    bool
@@ -33,12 +35,8 @@ type List struct {
 	regexps  []*regexp.Regexp
 }
 
-// ListTypes and Checks are the words a [[list]] may use.
-var (
-	ListTypes = []string{"client", "rdns", "helo", "sender", "recipient"}
-	// Checks names what an allow list can skip: the Check of the results.
-	Checks = []string{"pregreet", "helo", "sender", "dnsbl", "rhsbl", "spf", "dkim", "dmarc", "reputation"}
-)
+// ListTypes are the kinds of thing a [[list]] may hold.
+var ListTypes = []string{"client", "rdns", "helo", "sender", "recipient"}
 
 func (b *builder) list(path string, src *config.Source, i int, s listSpec) (*List, []error) {
 	key := []string{"list", fmt.Sprintf("[%d]", i)}
@@ -71,14 +69,14 @@ func (b *builder) list(path string, src *config.Source, i int, s listSpec) (*Lis
 				l.Skip = nil
 				break
 			}
-			if !contains(Checks, c) {
-				bad("skip", "unknown check %q in skip: want %s or all", c, strings.Join(Checks, ", "))
+			if !slices.Contains(b.known.Checks, checks.Name(c)) {
+				bad("skip", "unknown check %q in skip: want %s or all", c, joinNames(b.known.Checks))
 				continue
 			}
 			if l.Skip == nil {
-				l.Skip = map[string]bool{}
+				l.Skip = map[checks.Name]bool{}
 			}
-			l.Skip[c] = true
+			l.Skip[checks.Name(c)] = true
 		}
 	case "deny", "reject", "enforce", "tempfail", "drop":
 		l.Action = Reject
@@ -322,6 +320,14 @@ func validName(s string) bool {
 		}
 	}
 	return true
+}
+
+func joinNames(names []checks.Name) string {
+	s := make([]string, len(names))
+	for i, n := range names {
+		s[i] = string(n)
+	}
+	return strings.Join(s, ", ")
 }
 
 func contains(list []string, s string) bool {

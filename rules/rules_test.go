@@ -13,7 +13,7 @@ import (
 
 func policy(t *testing.T, toml string) *Policy {
 	t.Helper()
-	p, err := Parse("rules.toml", []byte(toml))
+	p, err := Parse("rules.toml", []byte(toml), known)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,7 +21,7 @@ func policy(t *testing.T, toml string) *Policy {
 }
 
 func res(outcome string, score float64) checks.Result {
-	return checks.Result{Check: strings.Split(outcome, ".")[0], Outcome: outcome, Score: score, Reason: "because " + outcome}
+	return checks.Result{Check: checks.Name(strings.Split(outcome, ".")[0]), Outcome: outcome, Score: score, Reason: "because " + outcome}
 }
 
 // The built-in rules parse, and every refusal in them has a well-formed
@@ -185,7 +185,7 @@ type = "recipient"
 action = "allow"
 entries = ["postmaster@", "abuse@example.com"]
 `)
-	p, err := Parse(path, []byte(mustRead(t, path)))
+	p, err := Parse(path, []byte(mustRead(t, path)), known)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +301,7 @@ entries = ["203.0.113.0/24"]
 	for _, ip := range []string{"192.0.2.1", "192.0.2.66", "192.0.2.7", "198.51.100.7", "203.0.113.1", "10.0.0.1"} {
 		m := p.MatchLists(Facts{Client: netip.MustParseAddr(ip)})
 		v := p.Decide(m)
-		for _, c := range append(Checks, "unknown") {
+		for _, c := range append(known.Checks, "unknown") {
 			if got, want := p.Skips(m, c), v.Skips(c); got != want {
 				t.Errorf("%s %s: Skips %v, Decide %v", ip, c, got, want)
 			}
@@ -345,7 +345,7 @@ func TestRuleErrors(t *testing.T) {
 		{"[outcome\n", "r.toml:2: expected '.' or ']' to end table name"},
 	}
 	for _, c := range cases {
-		_, err := Parse(filepath.Join(dir, "r.toml"), []byte(c.toml))
+		_, err := Parse(filepath.Join(dir, "r.toml"), []byte(c.toml), known)
 		if err == nil || !strings.Contains(err.Error(), strings.ReplaceAll(c.want, "r.toml", filepath.Join(dir, "r.toml"))) {
 			t.Errorf("%q:\n got %v\nwant %q", c.toml, err, c.want)
 		}
@@ -362,7 +362,7 @@ func TestLoadFiles(t *testing.T) {
 	cfg := config.Default()
 	cfg.Path = filepath.Join(dir, "mxguard.toml")
 	cfg.Rules = []string{"rules.d/*.toml"}
-	p, err := Load(cfg)
+	p, err := Load(cfg, known)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,12 +373,12 @@ func TestLoadFiles(t *testing.T) {
 		t.Errorf("later file's scores not applied: %g", p.rejectScore)
 	}
 	writeFile(t, filepath.Join(dir, "rules.d"), "30-again.toml", "[outcome.\"helo.forward_mismatch\"]\naction = \"reject\"\n")
-	_, err = Load(cfg)
+	_, err = Load(cfg, known)
 	if err == nil || !strings.Contains(err.Error(), "30-again.toml:1: outcome \"helo.forward_mismatch\" is already set at "+filepath.Join(dir, "rules.d", "10-gentle.toml")+":1") {
 		t.Errorf("conflict: %v", err)
 	}
 	cfg.Rules = []string{"nope.toml"}
-	if _, err := Load(cfg); err == nil || !strings.Contains(err.Error(), "no such file") {
+	if _, err := Load(cfg, known); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing file: %v", err)
 	}
 }
@@ -421,7 +421,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("[outcome.\"helo.no_dot\"]\naction = \"tempfail\"\nreply = \"451 4.7.1 x\"\nstage = \"now\"\nmode = \"log\"\n"))
 	f.Add([]byte("[scores]\ntag = 1.5\n[defaults]\nmode = \"log\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := Parse("fuzz.toml", data)
+		p, err := Parse("fuzz.toml", data, known)
 		if err != nil {
 			if !strings.Contains(err.Error(), "fuzz.toml") && !strings.Contains(err.Error(), "built-in") {
 				t.Fatalf("error without a place: %v", err)

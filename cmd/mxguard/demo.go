@@ -81,7 +81,7 @@ func demo(listen, dir string, delay time.Duration, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "mxguard demo: %v\n", err)
 		return 1
 	}
-	rt, err := proxy.NewRuntime(cfg, proxy.Shared{Resolver: res, Reputation: newReputation(cfg)}, logger)
+	rt, err := proxy.NewRuntime(cfg, proxy.Shared{Resolver: res, Memory: newReputation(cfg)}, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "mxguard demo: %v\n", err)
 		return 1

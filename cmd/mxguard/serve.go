@@ -59,7 +59,7 @@ func serve(path string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, cfg.Errorf([]string{"dns"}, "%v", err))
 		return 1
 	}
-	shared := proxy.Shared{Resolver: res, Reputation: newReputation(cfg)}
+	shared := proxy.Shared{Resolver: res, Memory: newReputation(cfg)}
 	rt, err := proxy.NewRuntime(cfg, shared, logger)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -126,9 +126,9 @@ func reload(path string, cur *proxy.Runtime, logger *slog.Logger) (*proxy.Runtim
 		}
 		shared.Resolver = res
 	}
-	if cfg.Reputation != cur.Cfg.Reputation {
+	if cfg.Reputation.Size != cur.Cfg.Reputation.Size || cfg.Reputation.HalfLife != cur.Cfg.Reputation.HalfLife {
 		logger.Warn("reputation settings changed: starting with an empty memory of clients")
-		shared.Reputation = newReputation(cfg)
+		shared.Memory = newReputation(cfg)
 	}
 	rt, err := proxy.NewRuntime(cfg, shared, logger)
 	if err != nil {
@@ -142,9 +142,8 @@ func reload(path string, cur *proxy.Runtime, logger *slog.Logger) (*proxy.Runtim
 
 func newReputation(cfg *config.Config) *reputation.Store {
 	return reputation.New(reputation.Config{
-		Size:         cfg.Reputation.Size,
-		GreetPassTTL: cfg.Reputation.GreetPassTTL.D(),
-		HalfLife:     cfg.Reputation.HalfLife.D(),
+		Size:     cfg.Reputation.Size,
+		HalfLife: cfg.Reputation.HalfLife.D(),
 	})
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -121,15 +122,16 @@ func testSession(o testOptions, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	r := trace{p: p, s: p.NewSession(netip.AddrPortFrom(ip, 40000), nil)}
+	r := trace{p: p, s: p.NewSession("test", netip.AddrPortFrom(ip, 40000), nil)}
 	r.Header = fmt.Sprintf("client %s, config %s, DNS from %s", ip, o.path, dnsFrom)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	r.stage("connect", "", func() pipeline.Decision {
+		g := pipeline.Greeting{Waited: true} // a client that waited for the banner
 		if o.pregreet {
-			r.s.Pregreet(checks.Result{Check: "pregreet", Outcome: "pregreet", Reason: "the client talked before the greeting (-pregreet)"})
+			g.Early = []byte("EHLO " + cmp.Or(o.helo, "client.example") + "\r\n")
 		}
-		return r.s.Connect(!o.pregreet)
+		return r.s.Connect(ctx, g)
 	})
 	if o.helo != "" && !r.over() {
 		r.stage("helo", o.helo, func() pipeline.Decision { return r.s.Helo(ctx, o.helo) })

@@ -1,0 +1,438 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mxguard/mxguard/checks"
+	"github.com/mxguard/mxguard/rules"
+)
+
+// wire is what crosses a client's socket, between it and go-smtp.
+//
+// Input: command lines are taken one at a time, in step with go-smtp's
+// replies, and judged before go-smtp parses them (the command-stage checks,
+// the line length, STARTTLS); a message passes through unjudged. Output:
+// go-smtp's replies are held back until it next reads, and watched: a
+// refusal go-smtp makes on its own (a protocol error, a limit) is logged
+// like any other, and 354 starts a message.
+//
+// STARTTLS is done here, not by go-smtp, so that everything above stays
+// plaintext to the wire and one go-smtp session lasts the whole connection.
+type wire struct {
+	c   *conn
+	src io.Reader // the socket, then the TLS layer
+	dst io.Writer
+
+	tlsConn *tls.Conn // after STARTTLS
+	tls     bool
+	// needHELO: after STARTTLS the client must say EHLO again before a
+	// transaction (RFC 3207 §4.2).
+	needHELO bool
+
+	buf    []byte // input read, not yet handed to go-smtp; nil when empty
+	ready  int    // buf[:ready] is judged and may go to go-smtp
+	before int    // buf's first bytes that arrived before the last reply was sent
+	mode   int
+	bdat   int64 // bytes of a BDAT chunk still to pass
+	// data: where a message's lines stand, to see its end.
+	lineStart, lastCR, dot, dotCR bool
+
+	// Lockstep: commands judged and final replies sent, the banner being
+	// the reply to the connection itself.
+	cmds, answered int
+	cmd            command // the command being answered
+	tagged         bool    // the next final reply is one mxguard made
+	swallow        int     // go-smtp replies to drop (to commands mxguard injected)
+
+	out       []byte // replies held back
+	readTimed error  // a read hit its deadline: every later read fails at once
+	closed    bool   // mxguard hung up: what go-smtp still writes goes nowhere
+}
+
+const (
+	modeCommand = iota
+	modeData
+	modeBDAT
+)
+
+// command is a command line as far as the replies to it need.
+type command struct {
+	verb string // upper case
+	arg  string
+}
+
+func (w *wire) init(c *conn) {
+	w.c, w.src, w.dst = c, c.Conn, c.Conn
+	w.cmds = 1 // the connection, answered by the banner
+	w.lineStart = true
+}
+
+// maxPending bounds what write holds back.
+const maxPending = 16 << 10
+
+// errDropped ends go-smtp's reading after mxguard hung up.
+var errDropped = net.ErrClosed
+
+// read gives go-smtp judged input.
+func (w *wire) read(p []byte) (int, error) {
+	if err := w.flush(); err != nil {
+		return 0, err
+	}
+	for w.ready == 0 {
+		if len(w.buf) == 0 || w.mode == modeCommand && !bytes.Contains(w.buf, []byte{'\n'}) {
+			if err := w.fill(); err != nil {
+				return 0, err
+			}
+		}
+		if err := w.process(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, w.buf[:w.ready])
+	w.ready -= n
+	w.before = max(w.before-n, 0)
+	w.buf = w.buf[n:]
+	if len(w.buf) == 0 {
+		w.buf = nil // an idle connection holds no buffer of ours
+	}
+	return n, nil
+}
+
+// fill reads more input.
+func (w *wire) fill() error {
+	if w.readTimed != nil {
+		return w.readTimed // the same net.Error: go-smtp answers "421 4.4.2 Idle timeout"
+	}
+	var tmp [4096]byte
+	n, err := w.src.Read(tmp[:])
+	w.buf = append(w.buf, tmp[:n]...)
+	if err != nil && w.c.cut.Load() {
+		// Shutdown or session_timeout cut the connection: hang up.
+		w.c.Close()
+		return errDropped
+	}
+	if err != nil && deadlineExceeded(err) {
+		// go-smtp would otherwise go back to reading commands, and the rest
+		// of a message cut off by data_timeout would run as SMTP commands
+		// (a smuggling path), or a half-sent line would be taken whole.
+		w.readTimed = err
+	}
+	if n > 0 {
+		return nil // the error comes back on the next fill
+	}
+	return err
+}
+
+// process judges what it can of buf: the next command line (only when
+// go-smtp has answered every earlier one, so that mxguard's own replies
+// keep their place), or message bytes.
+func (w *wire) process() error {
+	switch w.mode {
+	case modeData:
+		w.ready = w.scanData(w.buf)
+		return nil
+	case modeBDAT:
+		n := int(min(int64(len(w.buf)), w.bdat))
+		w.bdat -= int64(n)
+		if w.bdat == 0 {
+			w.mode = modeCommand
+		}
+		w.ready = n
+		return nil
+	}
+	// go-smtp reads only once it has answered every command so far; the
+	// counts agree unless a command got no reply at all, and then there is
+	// nothing to wait for.
+	w.answered = max(w.answered, w.cmds)
+	i := bytes.IndexByte(w.buf, '\n')
+	limit := w.c.rt.Cfg.Limits.MaxLineLength
+	if i < 0 {
+		if len(w.buf) > limit {
+			return w.refuseLine(checks.AtCommand, "limit", fmt.Sprintf("a command line longer than %d bytes (limits.max_line_length)", limit),
+				fmt.Sprintf("500 5.5.2 Command line longer than %d bytes", limit))
+		}
+		return nil
+	}
+	line := w.buf[:i+1]
+	if len(line) > limit+2 {
+		return w.refuseLine(checks.AtCommand, "limit", fmt.Sprintf("a command line of %d bytes, over %d (limits.max_line_length)", len(line), limit),
+			fmt.Sprintf("500 5.5.2 Command line longer than %d bytes", limit))
+	}
+	pipelined := w.before > 0
+	w.cmds++
+	next, err := w.judge(line, pipelined)
+	if err != nil {
+		return err
+	}
+	if next == pass {
+		w.ready = len(line)
+		return nil
+	}
+	w.buf = w.buf[len(line):]
+	w.before = max(w.before-len(line), 0)
+	if next == starttls {
+		return w.startTLS()
+	}
+	return nil
+}
+
+// What becomes of a command line.
+const (
+	pass     = iota // go-smtp gets it
+	answered        // mxguard answered it
+	starttls        // mxguard starts TLS
+)
+
+// judge decides on one command line: go-smtp gets it, or mxguard answers it
+// itself.
+func (w *wire) judge(line []byte, pipelined bool) (int, error) {
+	c := w.c
+	text := strings.TrimRight(string(line), "\r\n")
+	verb, arg, _ := strings.Cut(text, " ")
+	w.cmd = command{verb: strings.ToUpper(verb), arg: arg}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	d, decided := c.pipe.Command(ctx, line, pipelined)
+	cancel()
+	if decided {
+		c.logWould(d)
+		if d.Refuse {
+			c.refuse(d, "", "")
+			if d.Action == rules.Drop {
+				c.dropWith(d.Reply.String())
+				return answered, errDropped
+			}
+			w.sendOwn(d.Reply.String())
+			return answered, nil
+		}
+	}
+	switch w.cmd.verb {
+	case "STARTTLS":
+		if c.rt.TLS != nil && !w.tls && arg == "" {
+			return starttls, nil
+		}
+	case "HELO", "EHLO":
+		w.needHELO = false
+	case "MAIL", "RCPT", "DATA", "BDAT":
+		if w.needHELO {
+			w.sendOwn("503 5.5.1 Send EHLO first after STARTTLS")
+			return answered, nil
+		}
+		if w.cmd.verb == "BDAT" {
+			if n, err := strconv.ParseInt(strings.Fields(arg + " x")[0], 10, 64); err == nil && n > 0 {
+				w.mode, w.bdat = modeBDAT, n
+			}
+		}
+	}
+	return pass, nil
+}
+
+// refuseLine refuses a command line mxguard cannot take whole, and hangs up.
+func (w *wire) refuseLine(at checks.Stage, rule, reason, reply string) error {
+	r, _ := rules.ParseReply(reply)
+	w.c.refuse(rules.Refusal(at, limitCheck, rule, reason, r, true), "", "")
+	w.c.dropWith(reply)
+	return errDropped
+}
+
+// startTLS answers STARTTLS and runs the handshake. Input the client sent
+// after the command is discarded unread: it was sent in the clear and must
+// not be taken as sent under TLS (the STARTTLS command injection flaw).
+func (w *wire) startTLS() error {
+	c := w.c
+	w.sendOwn("220 2.0.0 Ready to start TLS")
+	if err := w.flush(); err != nil {
+		return err
+	}
+	if len(w.buf) > 0 {
+		c.srv.log.Warn("input after STARTTLS discarded", "session", c.id, "client", c.client.String(),
+			"bytes", len(w.buf), "text", checks.Escape(w.buf, 100))
+	}
+	w.buf, w.before = nil, 0
+	tc := tls.Server(c.Conn, c.rt.TLS)
+	c.Conn.SetDeadline(time.Now().Add(c.rt.Cfg.Limits.CommandTimeout.D()))
+	err := tc.Handshake()
+	c.Conn.SetDeadline(time.Time{})
+	if err != nil {
+		c.srv.log.Info("TLS handshake failed", "session", c.id, "client", c.client.String(), "err", err.Error())
+		c.hangup = "starttls"
+		c.Close()
+		return errDropped
+	}
+	w.tlsConn, w.tls, w.src, w.dst, w.needHELO = tc, true, tc, tc, true
+	// go-smtp knows nothing of it: a RSET it does not answer out loud
+	// clears the transaction, as RFC 3207 wants.
+	w.buf = append(w.buf, "RSET\r\n"...)
+	w.ready, w.swallow = len(w.buf), w.swallow+1
+	w.cmds++
+	return nil
+}
+
+// scanData passes message bytes on, watching for the line that ends the
+// message (".", after a CRLF) so that command lines after it are judged
+// again. It returns how many bytes belong to the message.
+func (w *wire) scanData(b []byte) int {
+	for i, ch := range b {
+		switch {
+		case ch == '\n':
+			if w.dotCR {
+				w.mode, w.lineStart, w.dot, w.dotCR = modeCommand, true, false, false
+				return i + 1
+			}
+			w.lineStart, w.dot, w.dotCR = w.lastCR, false, false
+		case w.lineStart && ch == '.':
+			w.dot, w.lineStart = true, false
+		case w.dot && ch == '\r':
+			w.dot, w.dotCR = false, true
+		default:
+			w.lineStart, w.dot, w.dotCR = false, false, false
+		}
+		w.lastCR = ch == '\r'
+	}
+	return len(b)
+}
+
+// write takes go-smtp's output, a line at a time, and watches it: its
+// replies are counted, its refusals logged, and STARTTLS added to its EHLO
+// reply (go-smtp does not know mxguard offers it).
+func (w *wire) write(p []byte) (int, error) {
+	for rest := p; len(rest) > 0; {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line, rest = rest[:i+1], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		if !w.watch(line) {
+			continue // the reply to a command mxguard injected
+		}
+		w.out = append(w.out, line...)
+		if w.cmd.verb == "EHLO" && bytes.HasPrefix(line, []byte("250-Hello ")) && w.c.rt.TLS != nil && !w.tls {
+			w.out = append(w.out, "250-STARTTLS\r\n"...)
+		}
+	}
+	if len(w.out) >= maxPending {
+		if err := w.flush(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// sendOwn queues a reply of mxguard's own.
+func (w *wire) sendOwn(reply string) {
+	w.tagged = true
+	w.write([]byte(reply + "\r\n"))
+}
+
+// flush sends what write held back. Whatever input is buffered now was
+// sent by the client before it saw these replies.
+func (w *wire) flush() error {
+	if len(w.out) == 0 {
+		return nil
+	}
+	_, err := w.dst.Write(w.out)
+	if cap(w.out) > maxPending {
+		w.out = nil
+	} else {
+		w.out = w.out[:0]
+	}
+	if w.answered > 1 {
+		w.before = len(w.buf)
+	}
+	return err
+}
+
+// watch notes one line of output: a final reply line answers the command,
+// 354 starts a message. It reports whether the line goes to the client.
+func (w *wire) watch(line []byte) bool {
+	if w.closed {
+		return false
+	}
+	if len(line) < 4 || line[3] == '-' {
+		return w.swallow == 0
+	}
+	code, err := strconv.Atoi(string(line[:3]))
+	if err != nil {
+		return true
+	}
+	ours := w.tagged
+	w.tagged = false
+	if code == 354 {
+		w.mode, w.lineStart, w.lastCR = modeData, true, false
+		return true // the message follows; its own reply answers DATA
+	}
+	if w.mode == modeData {
+		w.mode = modeCommand // the message ended (or was cut short)
+	}
+	w.answered++
+	if w.swallow > 0 {
+		w.swallow--
+		return false
+	}
+	if code >= 400 && !ours {
+		w.goSMTPRefused(code, strings.TrimRight(string(line[4:]), "\r\n"))
+	}
+	return true
+}
+
+// goSMTPRefused logs a refusal go-smtp made on its own: a protocol error,
+// or one of the limits it enforces for us.
+func (w *wire) goSMTPRefused(code int, text string) {
+	c := w.c
+	reply := rules.Reply{Code: code, Text: text}
+	if enh, rest, ok := strings.Cut(text, " "); ok && strings.Count(enh, ".") == 2 {
+		reply.Enhanced, reply.Text = enh, rest
+	}
+	check, rule, key := protocolCheck, "protocol", ""
+	switch reply.Enhanced {
+	case "5.3.4":
+		check, rule, key = limitCheck, "limit", " (limits.max_message_size)"
+	case "4.5.3":
+		check, rule, key = limitCheck, "limit", " (limits.max_recipients)"
+	case "4.4.2":
+		check, rule, key = limitCheck, "limit", " (limits.command_timeout)"
+	}
+	at := checks.AtCommand
+	switch w.cmd.verb {
+	case "HELO", "EHLO":
+		at = checks.AtHELO
+	case "MAIL":
+		at = checks.AtMail
+	case "RCPT":
+		at = checks.AtRcpt
+	case "DATA", "BDAT":
+		at = checks.AtData
+	}
+	reason := fmt.Sprintf("%s refused by the SMTP layer: %s%s", w.cmd.verb, text, key)
+	rcpt := ""
+	if at == checks.AtRcpt {
+		rcpt = pathArg(w.cmd.arg, "TO:")
+	}
+	c.refuse(rules.Refusal(at, check, rule, reason, reply, false), c.from, rcpt)
+}
+
+// pathArg takes the address out of "TO:<a@b> NOTIFY=…".
+func pathArg(arg, prefix string) string {
+	if len(arg) < len(prefix) || !strings.EqualFold(arg[:len(prefix)], prefix) {
+		return ""
+	}
+	a := strings.TrimSpace(arg[len(prefix):])
+	if i := strings.IndexByte(a, '>'); strings.HasPrefix(a, "<") && i > 0 {
+		return a[1:i]
+	}
+	return a
+}
+
+// Refusals that no check makes, for the log and the memory of clients.
+const (
+	limitCheck    checks.Name = "limit"
+	protocolCheck checks.Name = "protocol"
+)
