@@ -30,9 +30,9 @@ type Pipeline struct {
 
 	cfg     *config.Config
 	memory  checks.Memory
-	checks  []*check           // built and switched on, in registry order
-	byStage [][]*check         // indexed by checks.Stage
-	waits   []*check           // greeting tests: they need the banner held
+	checks  []*check             // built and switched on, in registry order
+	byStage [][]*check           // indexed by checks.Stage
+	waits   []*check             // greeting tests: they need the banner held
 	passes  map[checks.Name]bool // connection tests whose passes are remembered
 }
 

@@ -30,8 +30,8 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []net.Listener
-	front     *front                   // where new connections go
-	fronts    []*front                 // all go-smtp servers still serving someone
+	front     *front             // where new connections go
+	fronts    []*front           // all go-smtp servers still serving someone
 	greeting  map[*conn]struct{} // in the greeting stage
 	conns     map[*conn]struct{} // all open
 	closing   bool

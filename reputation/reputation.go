@@ -8,8 +8,8 @@ package reputation
 import (
 	"fmt"
 	"math"
-	"slices"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,11 +19,11 @@ import (
 
 // Config sets the memory's size and pace.
 type Config struct {
-	Size         int           // addresses remembered (default 100000)
-	HalfLife     time.Duration // counts halve in this time (default 7 days)
-	MinEvents    float64       // decayed events before an address has a reputation (default 5)
-	BadRatio     float64       // share of refused events that makes it bad (default 0.9)
-	GoodRatio    float64       // share of accepted events that makes it good (default 0.9)
+	Size      int           // addresses remembered (default 100000)
+	HalfLife  time.Duration // counts halve in this time (default 7 days)
+	MinEvents float64       // decayed events before an address has a reputation (default 5)
+	BadRatio  float64       // share of refused events that makes it bad (default 0.9)
+	GoodRatio float64       // share of accepted events that makes it good (default 0.9)
 }
 
 // Store remembers addresses. It is safe for concurrent use.

@@ -157,13 +157,13 @@ func (p *Policy) Outcomes() []string {
 type Verdict struct {
 	Action   Action
 	Score    float64
-	Reply    Reply  // for refusals; its text ends by naming the rule
+	Reply    Reply       // for refusals; its text ends by naming the rule
 	Rule     string      // the outcome or list that decided, or "score"
 	Check    checks.Name // the check whose outcome decided; "list", "score", or what a Refusal names
-	Reason   string // that outcome's reason, for the log
-	Evidence string // that outcome's evidence, for reply templates
-	Where    string // file:line of the deciding rule
-	Stage    Stage  // when to give the refusal
+	Reason   string      // that outcome's reason, for the log
+	Evidence string      // that outcome's evidence, for reply templates
+	Where    string      // file:line of the deciding rule
+	Stage    Stage       // when to give the refusal
 	// Skip names the checks an allow list switched off (nil: none); SkipAll
 	// is an allow list that switched them all off.
 	Skip    map[checks.Name]bool

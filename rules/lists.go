@@ -21,7 +21,7 @@ type List struct {
 	Name   string
 	Type   string // client, rdns, helo, sender, recipient
 	Allow  bool
-	Action Action          // for deny lists: Reject, Tempfail or Drop
+	Action Action               // for deny lists: Reject, Tempfail or Drop
 	Skip   map[checks.Name]bool // for allow lists: the checks skipped; nil = all
 	Reply  Reply
 	Stage  Stage
