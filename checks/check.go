@@ -79,6 +79,10 @@ type Spec struct {
 	// Greeting marks a greeting test: it needs the banner held for
 	// listen.greet_delay, and runs only when the client was made to wait.
 	Greeting bool
+	// Test marks a connection test, as postscreen has them: a client that
+	// fails one (the check reports anything) loses every pass it had, and
+	// takes every test again next time.
+	Test bool
 	// Passes, when set, makes the check a connection test whose pass is
 	// remembered (postscreen's cache): a client that passed it within
 	// the TTL the function returns skips it. 0 disables remembering.

@@ -23,6 +23,7 @@ var PregreetSpec = Spec{
 	Stages:   []Stage{AtConnect},
 	Outcomes: []string{"pregreet"},
 	Greeting: true,
+	Test:     true,
 	Passes:   func(cfg *config.Config) time.Duration { return cfg.Reputation.GreetPassTTL.D() },
 	New: func(env *Env) (Check, error) {
 		if env.Config.Listen.GreetDelay <= 0 {

@@ -31,9 +31,11 @@ type Session struct {
 	// whatever became of its transactions, for the session's log record.
 	conn, txn, all []checks.Result
 	// pass: connection tests passed earlier and skipped now (postscreen's
-	// PASS OLD); reported: those that reported something this time.
-	pass, reported map[checks.Name]bool
-	allowed        int // recipients on an allow list of every check
+	// PASS OLD); failed: a connection test reported something this time.
+	pass   map[checks.Name]bool
+	failed bool
+	allowed int      // recipients on an allow list of every check
+	held    []string // recipients accepted only to be refused after DATA
 	last           Decision
 
 	rdnsDone  chan struct{}
@@ -207,7 +209,10 @@ func (s *Session) Rcpt(ctx context.Context, to string) Decision {
 	s.facts.Rcpt = to
 	d := s.stage(ctx, checks.AtRcpt)
 	s.facts.Rcpt = ""
-	if !d.Refuse && !d.Hold {
+	switch {
+	case d.Hold:
+		s.held = append(s.held, to)
+	case !d.Refuse:
 		s.facts.Rcpts = append(s.facts.Rcpts, to)
 		if d.SkipAll {
 			s.allowed++
@@ -216,11 +221,20 @@ func (s *Session) Rcpt(ctx context.Context, to string) Decision {
 	return d
 }
 
+// Recipients returns every recipient the client was told was accepted in
+// this transaction: those relayed, then those held for a refusal at DATA.
+func (s *Session) Recipients() []string {
+	if len(s.held) == 0 {
+		return s.facts.Rcpts
+	}
+	return append(slices.Clip(s.facts.Rcpts), s.held...)
+}
+
 // Reset ends the transaction (RSET, end of DATA, a new EHLO, MAIL).
 func (s *Session) Reset() {
 	s.facts.ResetTransaction()
 	s.txn = s.txn[:0]
-	s.allowed = 0
+	s.allowed, s.held = 0, nil
 }
 
 // Finish records how the connection went in the memory of clients: the
@@ -249,11 +263,9 @@ func (s *Session) stage(ctx context.Context, at checks.Stage) Decision {
 			continue
 		}
 		rs := c.run.Run(ctx, at, &s.facts)
-		if len(rs) > 0 && c.passTTL > 0 {
-			if s.reported == nil {
-				s.reported = map[checks.Name]bool{}
-			}
-			s.reported[c.spec.Name] = true
+		if len(rs) > 0 && c.spec.Test && !s.failed {
+			s.failed = true
+			s.forgetPasses()
 		}
 		s.add(at, rs)
 	}
@@ -269,17 +281,23 @@ func (s *Session) stage(ctx context.Context, at checks.Stage) Decision {
 	return d
 }
 
-// remember records a connection test's pass, or forgets an old one it
-// failed.
+// remember records a connection test's pass.
 func (s *Session) remember(c *check) {
-	if c.passTTL <= 0 || s.pass[c.spec.Name] {
+	if c.passTTL > 0 && !s.pass[c.spec.Name] && !s.failed {
+		s.p.memory.Pass(s.facts.Client.Addr(), c.spec.Name, c.passTTL)
+	}
+}
+
+// forgetPasses forgets every pass of a client that failed a connection
+// test: it takes them all again next time.
+func (s *Session) forgetPasses() {
+	if s.p.memory == nil {
 		return
 	}
-	ip := s.facts.Client.Addr()
-	if s.reported[c.spec.Name] {
-		s.p.memory.Fail(ip, c.spec.Name)
-	} else {
-		s.p.memory.Pass(ip, c.spec.Name, c.passTTL)
+	for _, c := range s.p.checks {
+		if c.passTTL > 0 {
+			s.p.memory.Fail(s.facts.Client.Addr(), c.spec.Name)
+		}
 	}
 }
 

@@ -62,7 +62,7 @@ func (c *conn) decisionAttrs(at checks.Stage, v rules.Verdict, reply rules.Reply
 	switch {
 	case at == checks.AtData:
 		// A refusal of the message names everyone it was for.
-		attrs = append(attrs, slog.String("from", from), slog.Any("rcpt", nonNil(c.pipe.Rcpts())))
+		attrs = append(attrs, slog.String("from", from), slog.Any("rcpt", nonNil(c.pipe.Recipients())))
 	case at >= checks.AtMail:
 		attrs = append(attrs, slog.String("from", from))
 	}

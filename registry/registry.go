@@ -13,6 +13,7 @@ import (
 var All = []*checks.Spec{
 	&reputation.Spec,
 	&checks.PregreetSpec,
+	&checks.NonSMTPSpec,
 	&dnsbl.Spec,
 	&checks.HELOSpec,
 	&checks.SenderSpec,

@@ -157,7 +157,7 @@ func testSession(o testOptions, stdout, stderr io.Writer) int {
 	if len(o.to) > 0 && accepted == 0 {
 		r.Final = lastRefusal
 	}
-	if msg != nil && !r.over() && len(r.s.Rcpts())+r.held > 0 {
+	if msg != nil && !r.over() && len(r.s.Recipients()) > 0 {
 		r.stage("data", fmt.Sprintf("%d bytes", msg.Size()), func() pipeline.Decision {
 			d, prep := r.s.Data(ctx, msg)
 			r.Headers = string(prep.Prepend)
@@ -186,7 +186,6 @@ type trace struct {
 	p    *pipeline.Pipeline
 	s    *pipeline.Session
 	seen int // results already shown
-	held int
 
 	Header  string     `json:"session"`
 	Stages  []stageOut `json:"stages"`
@@ -249,9 +248,6 @@ func (r *trace) stage(name, arg string, f func() pipeline.Decision) {
 		r.Final = finalOut{Refused: true, Stage: name, Action: d.Action.String(), Reply: d.Reply.String(), Rule: d.Rule, Score: d.Score}
 	case d.Hold:
 		out.Effect = fmt.Sprintf("accepted here; refused at %s with %s", d.Verdict.Stage, d.Reply)
-		if name == "rcpt" {
-			r.held++
-		}
 	case d.Action.Refuses():
 		out.Effect = fmt.Sprintf("refusal pending, given at %s: %s", d.Verdict.Stage, d.Reply)
 	case name == "connect":
