@@ -32,11 +32,11 @@ type Session struct {
 	conn, txn, all []checks.Result
 	// pass: connection tests passed earlier and skipped now (postscreen's
 	// PASS OLD); failed: a connection test reported something this time.
-	pass   map[checks.Name]bool
-	failed bool
+	pass    map[checks.Name]bool
+	failed  bool
 	allowed int      // recipients on an allow list of every check
 	held    []string // recipients accepted only to be refused after DATA
-	last           Decision
+	last    Decision
 
 	rdnsDone  chan struct{}
 	rdns      string // set before rdnsDone is closed
