@@ -56,6 +56,7 @@ type Config struct {
 
 // Listen is where and how clients are greeted.
 type Listen struct {
+	// Where to listen, "host:port" ("[::]:25", "0.0.0.0:25", ":25"). Restart to change.
 	Addresses []string `toml:"addresses"`
 	// GreetDelay is how long a new client waits for the banner; talking
 	// before it is complete is the early-talker (pregreet) test.
@@ -74,9 +75,12 @@ type Listen struct {
 
 // Limits bound what one client, or all of them, can take.
 type Limits struct {
-	MaxConnections      int `toml:"max_connections"`
+	// Open connections in all; past it a client gets 421 4.7.0.
+	MaxConnections int `toml:"max_connections"`
+	// Open connections from one address; past it 421 4.7.0.
 	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
-	MaxRecipients       int `toml:"max_recipients"`
+	// Recipients per message; past it 452 4.5.3.
+	MaxRecipients int `toml:"max_recipients"`
 	// MaxMessageSize is advertised as SIZE and enforced; keep it at or below
 	// the backend's own limit (Postfix message_size_limit).
 	MaxMessageSize int64 `toml:"max_message_size"`
@@ -86,7 +90,8 @@ type Limits struct {
 	// CommandTimeout is how long we wait for each command line.
 	CommandTimeout Duration `toml:"command_timeout"`
 	// DataTimeout is how long the whole message may take to arrive.
-	DataTimeout  Duration `toml:"data_timeout"`
+	DataTimeout Duration `toml:"data_timeout"`
+	// Each reply must be taken by the client within this.
 	WriteTimeout Duration `toml:"write_timeout"`
 	// SessionTimeout bounds a connection's whole life, whatever it does.
 	SessionTimeout Duration `toml:"session_timeout"`
@@ -96,9 +101,11 @@ type Limits struct {
 
 // TLS offers STARTTLS to clients when a certificate is configured.
 type TLS struct {
-	// CertFile and KeyFile are the certificate chain and its key, in PEM.
+	// CertFile is the certificate chain (PEM) offered with STARTTLS;
+	// empty: no STARTTLS.
 	CertFile string `toml:"cert_file"`
-	KeyFile  string `toml:"key_file"`
+	// KeyFile is the private key of cert_file (PEM).
+	KeyFile string `toml:"key_file"`
 
 	cert    *tls.Certificate // loaded once: at validation, or at first use
 	certErr error
@@ -119,24 +126,33 @@ func (t *TLS) Certificate() (*tls.Certificate, error) {
 
 // Backend is the MTA that receives the mail we let through.
 type Backend struct {
+	// The MTA behind mxguard, "host:port".
 	Address string `toml:"address"`
 	// ClientIdentity is how the backend learns the real client: "xclient"
 	// (Postfix), "proxy-v1" or "proxy-v2" (Postfix or Exim), or "none".
 	ClientIdentity Identity `toml:"client_identity"`
-	DialTimeout    Duration `toml:"dial_timeout"`
+	// How long connecting to the backend may take.
+	DialTimeout Duration `toml:"dial_timeout"`
+	// How long to wait for each backend reply.
 	CommandTimeout Duration `toml:"command_timeout"`
-	DataTimeout    Duration `toml:"data_timeout"`
+	// How long to wait for the backend's reply to the end of data.
+	DataTimeout Duration `toml:"data_timeout"`
 }
 
 // DNS configures the one caching resolver all checks share.
 type DNS struct {
 	// Resolvers are "ip" or "ip:port"; empty means /etc/resolv.conf.
 	Resolvers []string `toml:"resolvers"`
-	Timeout   Duration `toml:"timeout"`
-	Attempts  int      `toml:"attempts"`
-	CacheSize int      `toml:"cache_size"`
-	MinTTL    Duration `toml:"min_ttl"`
-	MaxTTL    Duration `toml:"max_ttl"`
+	// How long to wait for each query attempt.
+	Timeout Duration `toml:"timeout"`
+	// Tries per resolver; truncated UDP answers are asked again over TCP.
+	Attempts int `toml:"attempts"`
+	// Answers kept (least recently used first out; each for its own TTL, NXDOMAIN and NODATA for the SOA minimum).
+	CacheSize int `toml:"cache_size"`
+	// The shortest time an answer is cached.
+	MinTTL Duration `toml:"min_ttl"`
+	// The longest time an answer is cached.
+	MaxTTL Duration `toml:"max_ttl"`
 }
 
 // HELO switches the HELO checks that cost something.
@@ -158,30 +174,40 @@ type DNSBL struct {
 	Threshold float64 `toml:"threshold"`
 	// AllowlistThreshold: a score at or below it (negative) skips the
 	// greeting delay and the connection tests (outcome dnswl); 0 = off.
-	AllowlistThreshold float64  `toml:"allowlist_threshold"`
-	Timeout            Duration `toml:"timeout"`
-	SelfTestInterval   Duration `toml:"self_test_interval"`
-	IPv6               bool     `toml:"ipv6"`
+	AllowlistThreshold float64 `toml:"allowlist_threshold"`
+	// How long all lists together may take; a list that has not answered counts as not listing (and is logged).
+	Timeout Duration `toml:"timeout"`
+	// How often the lists are tested at their RFC 5782 test points: a list that lists 127.0.0.1, misses 127.0.0.2 or answers error codes is skipped until it heals.
+	SelfTestInterval Duration `toml:"self_test_interval"`
+	// Look IPv6 clients up too (nibble-reversed).
+	IPv6 bool `toml:"ipv6"`
 	// ReplyMap shows a list under another name (hides a key in the zone).
 	ReplyMap map[string]string `toml:"reply_map"`
 }
 
 // SPF checks the envelope sender (or the HELO name for <>) at MAIL FROM.
 type SPF struct {
-	Enabled bool     `toml:"enabled"`
+	// Check SPF at MAIL FROM (the HELO name for the null sender), with RFC 7208's limits.
+	Enabled bool `toml:"enabled"`
+	// How long one SPF evaluation may take.
 	Timeout Duration `toml:"timeout"`
 }
 
 // DKIM verifies signatures after DATA, before the backend sees the message.
 type DKIM struct {
-	Enabled       bool     `toml:"enabled"`
-	MaxSignatures int      `toml:"max_signatures"`
-	Timeout       Duration `toml:"timeout"`
+	// Verify DKIM signatures after DATA, before the backend sees the message.
+	Enabled bool `toml:"enabled"`
+	// Signatures verified per message; each costs a DNS query and a pass over the body, and the rest are ignored (RFC 6376 6.1).
+	MaxSignatures int `toml:"max_signatures"`
+	// How long the key look-ups of one message may take.
+	Timeout Duration `toml:"timeout"`
 }
 
 // DMARC applies the From domain's policy (needs SPF and DKIM).
 type DMARC struct {
-	Enabled bool     `toml:"enabled"`
+	// Apply the From domain's DMARC policy after DATA (needs spf.enabled and dkim.enabled).
+	Enabled bool `toml:"enabled"`
+	// How long the policy look-up may take.
 	Timeout Duration `toml:"timeout"`
 }
 
@@ -190,19 +216,22 @@ type Headers struct {
 	// AuthenticationResults prepends an Authentication-Results header
 	// (authserv-id = hostname) and removes forged ones claiming our id.
 	AuthenticationResults bool `toml:"authentication_results"`
-	ReceivedSPF           bool `toml:"received_spf"`
+	// Prepend a Received-SPF header.
+	ReceivedSPF bool `toml:"received_spf"`
 	// Tag are the header lines added to tagged mail; ScoreHeader, if set,
 	// names a header holding the session score.
-	Tag         []string `toml:"tag"`
-	ScoreHeader string   `toml:"score_header"`
+	Tag []string `toml:"tag"`
+	// The header holding the session score; "" for none.
+	ScoreHeader string `toml:"score_header"`
 }
 
 // Message is how a message is held between the client and the backend.
 type Message struct {
 	// MemoryLimit is held in memory; the rest spills to a file in SpoolDir,
 	// removed whatever happens.
-	MemoryLimit int64  `toml:"memory_limit"`
-	SpoolDir    string `toml:"spool_dir"`
+	MemoryLimit int64 `toml:"memory_limit"`
+	// Where a message over memory_limit is spooled; "" is the system's temporary directory.
+	SpoolDir string `toml:"spool_dir"`
 }
 
 // Reputation is the memory of client addresses.
@@ -219,8 +248,9 @@ type Reputation struct {
 // Log is where the decision log goes.
 type Log struct {
 	// Path is a file, or "-" for standard output.
-	Path  string `toml:"path"`
-	Level Level  `toml:"level"`
+	Path string `toml:"path"`
+	// "debug", "info", "warn" or "error".
+	Level Level `toml:"level"`
 }
 
 // Default returns the built-in configuration every file starts from.

@@ -77,38 +77,7 @@ type configKey struct {
 // pages were first generated, until config/ gives them one. TestManual
 // fails when a key here has got its comment (delete the entry then), and
 // for a key with neither: do not add keys here, document the field.
-var pendingDocs = map[string]string{
-	"listen.addresses":              `Where to listen, "host:port" ("[::]:25", "0.0.0.0:25", ":25"). Restart to change.`,
-	"limits.max_connections":        "Open connections in all; past it a client gets 421 4.7.0.",
-	"limits.max_connections_per_ip": "Open connections from one address; past it 421 4.7.0.",
-	"limits.max_recipients":         "Recipients per message; past it 452 4.5.3.",
-	"limits.write_timeout":          "Each reply must be taken by the client within this.",
-	"tls.cert_file":                 "Offer STARTTLS with this certificate (PEM), with tls.key_file; empty: no STARTTLS.",
-	"tls.key_file":                  "The private key of tls.cert_file (PEM).",
-	"backend.address":               `The MTA behind mxguard, "host:port".`,
-	"backend.dial_timeout":          "How long connecting to the backend may take.",
-	"backend.command_timeout":       "How long to wait for each backend reply.",
-	"backend.data_timeout":          "How long to wait for the backend's reply to the end of data.",
-	"dns.timeout":                   "How long to wait for each query attempt.",
-	"dns.attempts":                  "Tries per resolver; truncated UDP answers are asked again over TCP.",
-	"dns.cache_size":                "Answers kept (least recently used first out; each for its own TTL, NXDOMAIN and NODATA for the SOA minimum).",
-	"dns.min_ttl":                   "The shortest time an answer is cached.",
-	"dns.max_ttl":                   "The longest time an answer is cached.",
-	"dnsbl.timeout":                 "How long all lists together may take; a list that has not answered counts as not listing (and is logged).",
-	"dnsbl.self_test_interval":      "How often the lists are tested at their RFC 5782 test points: a list that lists 127.0.0.1, misses 127.0.0.2 or answers error codes is skipped until it heals.",
-	"dnsbl.ipv6":                    "Look IPv6 clients up too (nibble-reversed).",
-	"spf.enabled":                   "Check SPF at MAIL FROM (the HELO name for the null sender), with RFC 7208's limits.",
-	"spf.timeout":                   "How long one SPF evaluation may take.",
-	"dkim.enabled":                  "Verify DKIM signatures after DATA, before the backend sees the message.",
-	"dkim.max_signatures":           "Signatures verified per message; each costs a DNS query and a pass over the body, and the rest are ignored (RFC 6376 6.1).",
-	"dkim.timeout":                  "How long the key look-ups of one message may take.",
-	"dmarc.enabled":                 "Apply the From domain's DMARC policy after DATA (needs spf.enabled and dkim.enabled).",
-	"dmarc.timeout":                 "How long the policy look-up may take.",
-	"headers.received_spf":          "Prepend a Received-SPF header.",
-	"headers.score_header":          `The header holding the session score; "" for none.`,
-	"message.spool_dir":             `Where a message over memory_limit is spooled; "" is the system's temporary directory.`,
-	"log.level":                     `"debug", "info", "warn" or "error".`,
-}
+var pendingDocs = map[string]string{}
 
 // configTable is a table of the file ("" for the top level) and its keys.
 type configTable struct {
