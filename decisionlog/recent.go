@@ -55,7 +55,7 @@ type RecentSession struct {
 	Client string    // ip:port
 	Addr   netip.Addr
 	HELO   string // the HELO names, joined by ", "
-	From   string
+	From   string // the last MAIL FROM; "<>" for the null sender
 	Rcpts  []string
 	// Action, Rule, Reply and Stage are those of the record that tells
 	// what became of the session: its first refusal, else its first
@@ -223,6 +223,9 @@ func (n *recentNode) update(e RecentRecord, names recentNames) {
 	}
 	if e.From != nil {
 		s.From = *e.From
+		if s.From == "" {
+			s.From = "<>" // the null sender
+		}
 	}
 	s.Rcpts = recentAppend(s.Rcpts, names.rcpt)
 	for _, a := range names.rcpts {
