@@ -63,7 +63,7 @@ func (b *builder) list(path string, src *config.Source, i int, s listSpec) (*Lis
 		}
 		for _, c := range s.Skip {
 			if c == "greeting" {
-				c = "pregreet"
+				c = string(checks.PregreetName)
 			}
 			if c == "all" {
 				l.Skip = nil
