@@ -67,6 +67,9 @@ func Start(opts Options) (*Server, error) {
 		ln:   ln,
 		done: make(chan error, 1),
 	}
+	if opts.AllowRemote && opts.AuthFile == "" && !ln.Addr().(*net.TCPAddr).IP.IsLoopback() {
+		errLog.Warn("the admin listener is open to the network without authentication", "listen", s.Addr())
+	}
 	go func() { s.done <- s.srv.Serve(ln) }()
 	return s, nil
 }
