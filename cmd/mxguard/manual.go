@@ -67,17 +67,10 @@ func manCommands() []manCommand {
 
 // configKey is one key of the configuration file.
 type configKey struct {
-	key       string // dotted: "listen.greet_delay"
-	def       string // the default, as TOML
-	doc       string
-	commented bool // the doc is the field's doc comment, not pendingDocs'
+	key string // dotted: "listen.greet_delay"
+	def string // the default, as TOML
+	doc string
 }
-
-// pendingDocs document the keys whose fields had no doc comment when the
-// pages were first generated, until config/ gives them one. TestManual
-// fails when a key here has got its comment (delete the entry then), and
-// for a key with neither: do not add keys here, document the field.
-var pendingDocs = map[string]string{}
 
 // configTable is a table of the file ("" for the top level) and its keys.
 type configTable struct {
@@ -149,11 +142,7 @@ func configTables(root string) ([]configTable, error) {
 						return fmt.Errorf("%s: default: %v", key, err)
 					}
 				}
-				doc := manText(td.fields[f.Name], f.Name, td)
-				if doc == "" {
-					doc = pendingDocs[key]
-				}
-				t.keys = append(t.keys, configKey{key: key, def: d, doc: doc, commented: td.fields[f.Name] != ""})
+				t.keys = append(t.keys, configKey{key: key, def: d, doc: manText(td.fields[f.Name], f.Name, td)})
 			}
 		}
 		return nil
