@@ -3,7 +3,10 @@
 # installed, then removes and purges it and checks that it is gone. As root,
 # on Debian, with mxguard not installed:
 #
-#   bash scripts/test-deb.sh
+#   bash scripts/test-deb.sh [VERSION | FILE.deb]
+#
+# Given a .deb (built by scripts/build-deb.sh as another user, where go is),
+# it tests that instead of building one.
 #
 # It works with systemd as PID 1 or without (a container, a CI machine):
 # then the unit is enabled but not started. The user mxguard stays after the
@@ -11,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-version=${1:-0.0~test1}
+arg=${1:-0.0~test1}
 fail() {
 	echo "test-deb: FAIL: $*" >&2
 	exit 1
@@ -29,10 +32,11 @@ installed() { dpkg-query -W -f '${db:Status-Status}' mxguard 2>/dev/null; }
 # machine's processes, and its /run is private), for machines where systemd
 # is not PID 1: it starts mxguard.service as the package left it, checks the
 # notifications, a reload, logrotate and the stop, then powers that systemd
-# off. Skipped without unshare, with port 25 taken, or MXGUARD_DEB_BOOT=0.
+# off. Skipped without systemd or unshare, with port 25 taken, or with
+# MXGUARD_DEB_BOOT=0.
 boot_check() {
-	if [ "${MXGUARD_DEB_BOOT:-1}" = 0 ] || ! command -v unshare >/dev/null || ! command -v nsenter >/dev/null; then
-		echo "skip: the service under systemd (MXGUARD_DEB_BOOT=0, or no unshare/nsenter)"
+	if [ "${MXGUARD_DEB_BOOT:-1}" = 0 ] || [ ! -x /lib/systemd/systemd ] || ! command -v unshare >/dev/null || ! command -v nsenter >/dev/null; then
+		echo "skip: the service under systemd (MXGUARD_DEB_BOOT=0, or no systemd, unshare or nsenter)"
 		return
 	fi
 	if ss -Hltn 'sport = :25' 2>/dev/null | grep -q .; then
@@ -47,7 +51,8 @@ boot_check() {
 	' >/dev/null 2>&1 &
 	local upid=$! pid="" i
 	for i in $(seq 50); do
-		pid=$(pgrep -P "$upid" -x systemd || true)
+		pid=$(cat "/proc/$upid/task/$upid/children" 2>/dev/null | awk '{print $1}')
+		[ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = systemd ] || pid=""
 		[ -n "$pid" ] && break
 		sleep 0.2
 	done
@@ -60,7 +65,7 @@ boot_check() {
 	done
 	check "systemd started mxguard.service (Type=notify: READY=1)" test "$(prop ActiveState)" = active
 	check "its status says where it listens" grep -q '^listening on :25$' <(prop StatusText)
-	check "it runs as mxguard" test "$(sd ps -o user= -p "$(prop MainPID)")" = mxguard
+	check "it runs as mxguard" test "$(sd stat -c %U "/proc/$(prop MainPID)")" = mxguard
 	check "it answers on port 25" bash -c 'exec 3<>/dev/tcp/127.0.0.1/25 && read -t 10 -r line <&3 && [[ $line == 220* ]]'
 	sd systemctl reload mxguard.service
 	check "systemctl reload (RELOADING=1, READY=1)" grep -q '^reloaded /etc/mxguard/mxguard.toml$' <(prop StatusText)
@@ -83,8 +88,14 @@ boot_check() {
 case $(installed) in "" | not-installed) ;; *) fail "mxguard is installed already (dpkg -P mxguard first)" ;; esac
 trap 'case $(installed) in "" | not-installed) ;; *) echo "test-deb: purging after a failure" >&2; dpkg -P mxguard >/dev/null 2>&1 || true ;; esac' EXIT
 
-deb=$(bash scripts/build-deb.sh "$version")
-echo "built $deb"
+if [[ $arg == *.deb ]]; then
+	deb=$arg
+	version=$(dpkg-deb -f "$deb" Version)
+else
+	version=$arg
+	deb=$(bash scripts/build-deb.sh "$version")
+	echo "built $deb"
+fi
 check "the package's name" test "$(dpkg-deb -f "$deb" Package Version Architecture | tr '\n' ' ')" = "Package: mxguard Version: $version Architecture: amd64 "
 check "its files are root's" test -z "$(dpkg-deb --contents "$deb" | awk '$2 != "root/root"')"
 
