@@ -32,11 +32,15 @@ installed() { dpkg-query -W -f '${db:Status-Status}' mxguard 2>/dev/null; }
 # machine's processes, and its /run is private), for machines where systemd
 # is not PID 1: it starts mxguard.service as the package left it, checks the
 # notifications, a reload, logrotate and the stop, then powers that systemd
-# off. Skipped without systemd or unshare, with port 25 taken, or with
+# off. Skipped without systemd or namespaces, with port 25 taken, or with
 # MXGUARD_DEB_BOOT=0.
 boot_check() {
 	if [ "${MXGUARD_DEB_BOOT:-1}" = 0 ] || [ ! -x /lib/systemd/systemd ] || ! command -v unshare >/dev/null || ! command -v nsenter >/dev/null; then
 		echo "skip: the service under systemd (MXGUARD_DEB_BOOT=0, or no systemd, unshare or nsenter)"
+		return
+	fi
+	if ! unshare --pid --fork --mount --uts --ipc --cgroup --mount-proc true 2>/dev/null; then
+		echo "skip: the service under systemd (no new namespaces here: an unprivileged container?)"
 		return
 	fi
 	if ss -Hltn 'sport = :25' 2>/dev/null | grep -q .; then
