@@ -72,6 +72,8 @@ boot_check() {
 	check "it runs as mxguard" test "$(sd stat -c %U "/proc/$(prop MainPID)")" = mxguard
 	check "it answers on port 25" bash -c 'exec 3<>/dev/tcp/127.0.0.1/25 && read -t 10 -r line <&3 && [[ $line == 220* ]]'
 	sd systemctl reload mxguard.service
+	# ExecReload's kill returns at once; the status follows mxguard's READY=1.
+	for i in $(seq 25); do [ "$(prop StatusText)" = "reloaded /etc/mxguard/mxguard.toml" ] && break; sleep 0.2; done
 	check "systemctl reload (RELOADING=1, READY=1)" grep -q '^reloaded /etc/mxguard/mxguard.toml$' <(prop StatusText)
 	if command -v logrotate >/dev/null; then
 		sd logrotate -f /etc/logrotate.d/mxguard
