@@ -134,6 +134,18 @@ func (h *HELO) Check(ctx context.Context, helo string, client netip.Addr) Result
 	if outcome != "" {
 		return res(outcome, reason, "")
 	}
+	if !client.IsValid() {
+		// A load balancer named no client: nothing to compare with.
+		if lit.IsValid() && h.OwnIPs[lit] {
+			return res("helo.claims_us", fmt.Sprintf("HELO %s is our own address", helo), "")
+		}
+		if !lit.IsValid() {
+			if name := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(helo), ".")); name == h.Hostname || h.LocalDomains[name] {
+				return res("helo.claims_us", fmt.Sprintf("HELO %s is our own name", helo), "")
+			}
+		}
+		return res("helo.pass", fmt.Sprintf("HELO %s is valid; the client's address is unknown, so it is not compared", helo), "")
+	}
 	if lit.IsValid() {
 		switch {
 		case lit == client:

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"time"
+
+	"github.com/mxguard/mxguard/config"
 )
 
 // NonSMTPName names the non-SMTP command test.
@@ -13,13 +16,20 @@ const NonSMTPName Name = "non_smtp"
 // sends an HTTP request (GET, POST, CONNECT: an open-proxy probe, or a
 // browser sent to port 25), a POP3 USER, a header line such as "Host:", or
 // a line that does not begin with a letter, is no mail client. Like an
-// early talker, it loses any greeting pass it had.
+// early talker, it loses any pass it had (tests.non_smtp, on by default:
+// a proxy can refuse at once, without postscreen's reconnect dance).
 var NonSMTPSpec = Spec{
 	Name:     NonSMTPName,
 	Stages:   []Stage{AtCommand},
 	Outcomes: []string{"non_smtp"},
 	Test:     true,
-	New:      func(*Env) (Check, error) { return nonSMTP{}, nil },
+	Passes:   func(cfg *config.Config) time.Duration { return cfg.Tests.PassTTL.D() },
+	New: func(env *Env) (Check, error) {
+		if !env.Config.Tests.NonSMTP {
+			return nil, nil
+		}
+		return nonSMTP{}, nil
+	},
 }
 
 type nonSMTP struct{}

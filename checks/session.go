@@ -31,6 +31,8 @@ type Session struct {
 	// Pipelined: Line arrived before the reply to the command before it
 	// was sent.
 	Pipelined bool
+	// Messages counts the messages whose DATA stage ran.
+	Messages int
 
 	// HELO is the newest HELO/EHLO name; HELOs all of them, in order.
 	HELO  string

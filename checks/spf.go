@@ -81,6 +81,12 @@ func (s *SPF) Check(ctx context.Context, ip netip.Addr, helo, sender string) SPF
 		local = "postmaster"
 	}
 	r.Domain = domain
+	if !ip.IsValid() {
+		// A load balancer named no client: there is nothing to evaluate.
+		r.Result, r.Explanation = string(spf.None), "the client's address is unknown"
+		r.Check = r.result(who)
+		return r
+	}
 
 	timeout := s.Timeout
 	if timeout <= 0 {

@@ -31,6 +31,8 @@ type Config struct {
 
 	Listen     Listen     `toml:"listen"`
 	Limits     Limits     `toml:"limits"`
+	Stress     Stress     `toml:"stress"`
+	Tests      Tests      `toml:"tests"`
 	TLS        TLS        `toml:"tls"`
 	Backend    Backend    `toml:"backend"`
 	DNS        DNS        `toml:"dns"`
@@ -71,14 +73,42 @@ type Listen struct {
 	ProxyProtocolFrom []Prefix `toml:"proxy_protocol_from"`
 	// ProxyProtocolTimeout bounds the wait for that header.
 	ProxyProtocolTimeout Duration `toml:"proxy_protocol_timeout"`
+	// ProxyProtocolUnknown is what becomes of a connection whose PROXY
+	// header names no client (v1 UNKNOWN, v2 LOCAL): "untrusted" (a client
+	// of unknown address: every check that can runs, none that needs the
+	// address passes it) or "refuse" (421 and hang up). Either is logged.
+	ProxyProtocolUnknown UnknownPolicy `toml:"proxy_protocol_unknown"`
 }
 
 // Limits bound what one client, or all of them, can take.
 type Limits struct {
-	// Open connections in all; past it a client gets 421 4.7.0.
+	// Open connections in all. When they are all taken, the connection
+	// that costs most and has done least (idle before MAIL, longest silent
+	// first) is shed with 421 to make room; only when none can be shed does
+	// a new client get 421 4.7.0. Sized from the memory an idle connection
+	// takes (docs/reliability.md).
 	MaxConnections int `toml:"max_connections"`
 	// Open connections from one address; past it 421 4.7.0.
 	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
+	// Open connections from one network: a /24 for IPv4, a /64 for IPv6;
+	// past it 421 4.7.0.
+	MaxConnectionsPerNet int `toml:"max_connections_per_net"`
+	// New connections one address may open per minute (Postfix anvil's
+	// smtpd_client_connection_rate_limit); past it 421 4.7.0. 0: no limit.
+	ConnectionRatePerIP int `toml:"connection_rate_per_ip"`
+	// Junk commands (NOOP, RSET, VRFY, EXPN, HELP) a client may send before
+	// each further one counts as an error (smtpd_junk_command_limit).
+	JunkCommandLimit int `toml:"junk_command_limit"`
+	// Error replies a client may earn before it is cut off with 421
+	// (smtpd_hard_error_limit).
+	HardErrorLimit int `toml:"hard_error_limit"`
+	// Unknown commands a client may send before it is cut off with 421.
+	UnknownCommandLimit int `toml:"unknown_command_limit"`
+	// NULBytes is what a NUL byte in a command line or a message gets:
+	// "refuse" (a clear 500 or 550 reply) or "remove" (the NULs are
+	// dropped and the rest goes on). Either way it is logged; a backend
+	// that drops NULs before looking for the end of data must never see one.
+	NULBytes NULPolicy `toml:"nul_bytes"`
 	// Recipients per message; past it 452 4.5.3.
 	MaxRecipients int `toml:"max_recipients"`
 	// MaxMessageSize is advertised as SIZE and enforced; keep it at or below
@@ -97,6 +127,47 @@ type Limits struct {
 	SessionTimeout Duration `toml:"session_timeout"`
 	// ShutdownTimeout is how long SIGTERM waits for open sessions.
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+}
+
+// Stress is what mxguard does when many connections are open (Postfix's
+// stress mode): it shortens the waits and tolerates fewer errors, so that
+// connections that do nothing give their slots back sooner.
+type Stress struct {
+	// Threshold is the share of limits.max_connections, in percent, open
+	// at which stress mode begins. It ends when fewer than nine tenths of
+	// that are open, after min_duration.
+	Threshold int `toml:"threshold"`
+	// MinDuration is the shortest stress episode: the load must stay low
+	// this long before the normal values return.
+	MinDuration Duration `toml:"min_duration"`
+	// GreetDelay replaces listen.greet_delay under stress.
+	GreetDelay Duration `toml:"greet_delay"`
+	// CommandTimeout replaces limits.command_timeout under stress.
+	CommandTimeout Duration `toml:"command_timeout"`
+	// JunkCommandLimit replaces limits.junk_command_limit under stress.
+	JunkCommandLimit int `toml:"junk_command_limit"`
+	// HardErrorLimit replaces limits.hard_error_limit under stress.
+	HardErrorLimit int `toml:"hard_error_limit"`
+	// UnknownCommandLimit replaces limits.unknown_command_limit under stress.
+	UnknownCommandLimit int `toml:"unknown_command_limit"`
+}
+
+// Tests are postscreen's after-greeting tests: they judge how a client
+// speaks SMTP. A client that passes one is not tested again for pass_ttl; one
+// that fails any loses every pass it had.
+type Tests struct {
+	// NonSMTP refuses a command line of another protocol (HTTP, POP3, a
+	// header line): outcome non_smtp.
+	NonSMTP bool `toml:"non_smtp"`
+	// Pipelining stops offering PIPELINING and reports a client that sends
+	// commands before the reply to the one before (outcome pipelining).
+	Pipelining bool `toml:"pipelining"`
+	// BareNewline reports a command line that ends in LF alone, without
+	// CR (outcome bare_newline).
+	BareNewline bool `toml:"bare_newline"`
+	// PassTTL is how long a pass of these tests is remembered
+	// (postscreen's *_ttl: 30 days).
+	PassTTL Duration `toml:"pass_ttl"`
 }
 
 // TLS offers STARTTLS to clients when a certificate is configured.
@@ -271,19 +342,36 @@ func Default() *Config {
 			BaitBanner:           true,
 			ProxyProtocolFrom:    []Prefix{},
 			ProxyProtocolTimeout: Duration(5 * time.Second),
+			ProxyProtocolUnknown: UnknownUntrusted,
 		},
 		Limits: Limits{
-			MaxConnections:      1000,
-			MaxConnectionsPerIP: 20,
-			MaxRecipients:       100,
-			MaxMessageSize:      25 << 20,
-			MaxLineLength:       8192,
-			CommandTimeout:      Duration(5 * time.Minute),
-			DataTimeout:         Duration(10 * time.Minute),
-			WriteTimeout:        Duration(time.Minute),
-			SessionTimeout:      Duration(20 * time.Minute),
-			ShutdownTimeout:     Duration(30 * time.Second),
+			MaxConnections:       10000,
+			MaxConnectionsPerIP:  20,
+			MaxConnectionsPerNet: 50,
+			ConnectionRatePerIP:  300,
+			JunkCommandLimit:     100,
+			HardErrorLimit:       20,
+			UnknownCommandLimit:  10,
+			NULBytes:             NULRefuse,
+			MaxRecipients:        100,
+			MaxMessageSize:       25 << 20,
+			MaxLineLength:        8192,
+			CommandTimeout:       Duration(5 * time.Minute),
+			DataTimeout:          Duration(10 * time.Minute),
+			WriteTimeout:         Duration(time.Minute),
+			SessionTimeout:       Duration(20 * time.Minute),
+			ShutdownTimeout:      Duration(30 * time.Second),
 		},
+		Stress: Stress{
+			Threshold:           70,
+			MinDuration:         Duration(time.Minute),
+			GreetDelay:          Duration(2 * time.Second),
+			CommandTimeout:      Duration(10 * time.Second),
+			JunkCommandLimit:    1,
+			HardErrorLimit:      1,
+			UnknownCommandLimit: 1,
+		},
+		Tests: Tests{NonSMTP: true, PassTTL: Duration(30 * 24 * time.Hour)},
 		Backend: Backend{
 			Address:        "127.0.0.1:10025",
 			ClientIdentity: IdentityXCLIENT,

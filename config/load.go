@@ -158,20 +158,21 @@ func (c *Config) validate() []error {
 
 	l := &c.Limits
 	positive := map[string]int64{
-		"limits.max_connections":        int64(l.MaxConnections),
-		"limits.max_connections_per_ip": int64(l.MaxConnectionsPerIP),
-		"limits.max_recipients":         int64(l.MaxRecipients),
-		"limits.max_message_size":       l.MaxMessageSize,
-		"limits.command_timeout":        int64(l.CommandTimeout),
-		"limits.data_timeout":           int64(l.DataTimeout),
-		"limits.write_timeout":          int64(l.WriteTimeout),
-		"limits.session_timeout":        int64(l.SessionTimeout),
-		"limits.shutdown_timeout":       int64(l.ShutdownTimeout),
-		"backend.dial_timeout":          int64(c.Backend.DialTimeout),
-		"backend.command_timeout":       int64(c.Backend.CommandTimeout),
-		"backend.data_timeout":          int64(c.Backend.DataTimeout),
-		"dns.timeout":                   int64(c.DNS.Timeout),
-		"dns.attempts":                  int64(c.DNS.Attempts),
+		"limits.max_connections":         int64(l.MaxConnections),
+		"limits.max_connections_per_ip":  int64(l.MaxConnectionsPerIP),
+		"limits.max_connections_per_net": int64(l.MaxConnectionsPerNet),
+		"limits.max_recipients":          int64(l.MaxRecipients),
+		"limits.max_message_size":        l.MaxMessageSize,
+		"limits.command_timeout":         int64(l.CommandTimeout),
+		"limits.data_timeout":            int64(l.DataTimeout),
+		"limits.write_timeout":           int64(l.WriteTimeout),
+		"limits.session_timeout":         int64(l.SessionTimeout),
+		"limits.shutdown_timeout":        int64(l.ShutdownTimeout),
+		"backend.dial_timeout":           int64(c.Backend.DialTimeout),
+		"backend.command_timeout":        int64(c.Backend.CommandTimeout),
+		"backend.data_timeout":           int64(c.Backend.DataTimeout),
+		"dns.timeout":                    int64(c.DNS.Timeout),
+		"dns.attempts":                   int64(c.DNS.Attempts),
 	}
 	for _, k := range sortedKeys(positive) {
 		if positive[k] <= 0 {
@@ -180,6 +181,24 @@ func (c *Config) validate() []error {
 	}
 	if l.MaxLineLength < 1000 {
 		bad("limits.max_line_length", "limits.max_line_length must be at least 1000 (RFC 5321 §4.5.3.1.6)")
+	}
+	nonNegative := map[string]int64{"limits.connection_rate_per_ip": int64(l.ConnectionRatePerIP),
+		"limits.junk_command_limit": int64(l.JunkCommandLimit), "limits.hard_error_limit": int64(l.HardErrorLimit),
+		"limits.unknown_command_limit": int64(l.UnknownCommandLimit), "stress.junk_command_limit": int64(c.Stress.JunkCommandLimit),
+		"stress.hard_error_limit": int64(c.Stress.HardErrorLimit), "stress.unknown_command_limit": int64(c.Stress.UnknownCommandLimit)}
+	for _, k := range sortedKeys(nonNegative) {
+		if nonNegative[k] < 0 {
+			bad(k, "%s must not be negative", k)
+		}
+	}
+	if c.Stress.Threshold < 1 || c.Stress.Threshold > 100 {
+		bad("stress.threshold", "stress.threshold must be a percentage of limits.max_connections, 1 to 100")
+	}
+	if c.Stress.CommandTimeout <= 0 {
+		bad("stress.command_timeout", "stress.command_timeout must be greater than zero")
+	}
+	if l.MaxConnectionsPerNet < l.MaxConnectionsPerIP {
+		bad("limits.max_connections_per_net", "limits.max_connections_per_net (%d) is below limits.max_connections_per_ip (%d)", l.MaxConnectionsPerNet, l.MaxConnectionsPerIP)
 	}
 	if l.MaxConnectionsPerIP > l.MaxConnections {
 		bad("limits.max_connections_per_ip", "limits.max_connections_per_ip (%d) is above limits.max_connections (%d)", l.MaxConnectionsPerIP, l.MaxConnections)

@@ -80,6 +80,34 @@ func (v *Identity) UnmarshalText(b []byte) error {
 	return err
 }
 
+// NULPolicy is what a NUL byte gets.
+type NULPolicy string
+
+const (
+	NULRefuse NULPolicy = "refuse"
+	NULRemove NULPolicy = "remove"
+)
+
+func (v *NULPolicy) UnmarshalText(b []byte) error {
+	s, err := enum("nul_bytes", b, "refuse", "remove")
+	*v = NULPolicy(s)
+	return err
+}
+
+// UnknownPolicy is what a PROXY header naming no client gets.
+type UnknownPolicy string
+
+const (
+	UnknownUntrusted UnknownPolicy = "untrusted"
+	UnknownRefuse    UnknownPolicy = "refuse"
+)
+
+func (v *UnknownPolicy) UnmarshalText(b []byte) error {
+	s, err := enum("proxy_protocol_unknown", b, "untrusted", "refuse")
+	*v = UnknownPolicy(s)
+	return err
+}
+
 // Level is the log level.
 type Level string
 

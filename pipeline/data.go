@@ -56,6 +56,7 @@ func (s *Session) Data(ctx context.Context, spool *message.Spool) (Decision, *Pr
 		return s.decide(checks.AtData, nil), prep
 	}
 	f := &s.facts
+	f.Messages++
 	f.Message = spool
 	f.Header, f.Body, f.HeaderErr = message.ParseHeader(spool.Reader())
 	d := s.stage(ctx, checks.AtData)

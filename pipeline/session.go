@@ -34,8 +34,10 @@ type Session struct {
 	// PASS OLD); failed: a connection test reported something this time.
 	pass    map[checks.Name]bool
 	failed  bool
-	allowed int      // recipients on an allow list of every check
-	held    []string // recipients accepted only to be refused after DATA
+	ran     map[checks.Name]bool // command tests that ran
+	mailed  bool                 // the client began a transaction
+	allowed int                  // recipients on an allow list of every check
+	held    []string             // recipients accepted only to be refused after DATA
 	last    Decision
 
 	rdnsDone  chan struct{}
@@ -62,7 +64,7 @@ func (p *Pipeline) NewSession(id string, client netip.AddrPort, endWait func()) 
 	s := &Session{p: p, trusted: p.cfg.Trusted(client.Addr()), onEndWait: endWait}
 	s.facts = checks.Session{ID: id, Client: client, Trusted: s.trusted, RDNS: s.RDNS, EndWait: s.endWait}
 	s.rdnsDone = make(chan struct{})
-	if p.Resolver == nil {
+	if p.Resolver == nil || !client.Addr().IsValid() {
 		close(s.rdnsDone)
 	} else {
 		go s.lookupRDNS()
@@ -72,7 +74,7 @@ func (p *Pipeline) NewSession(id string, client netip.AddrPort, endWait func()) 
 	}
 	ip := client.Addr()
 	for _, c := range p.checks {
-		if c.passTTL > 0 && p.memory.Passed(ip, c.spec.Name) {
+		if c.passTTL > 0 && ip.IsValid() && p.memory.Passed(ip, c.spec.Name) {
 			if s.pass == nil {
 				s.pass = map[checks.Name]bool{}
 			}
@@ -198,6 +200,7 @@ func (s *Session) Helo(ctx context.Context, name string) Decision {
 // Mail starts a transaction and checks the sender.
 func (s *Session) Mail(ctx context.Context, from string) Decision {
 	s.Reset()
+	s.mailed = true
 	s.facts.From = &from
 	return s.stage(ctx, checks.AtMail)
 }
@@ -241,12 +244,17 @@ func (s *Session) Reset() {
 // connection tests it passed, the messages accepted and the refusals given
 // (by the check that caused each).
 func (s *Session) Finish(accepted int, refusals []checks.Name) {
-	if s.trusted || s.p.memory == nil {
+	if s.trusted || s.p.memory == nil || !s.facts.Client.Addr().IsValid() {
 		return
 	}
-	for _, c := range s.p.checks {
-		if c.last != checks.AtConnect {
-			s.remember(c)
+	// A command test is passed by a client that got as far as a
+	// transaction without failing it; one that hung up before proved
+	// nothing.
+	if s.mailed {
+		for _, c := range s.p.checks {
+			if c.last == checks.AtCommand && s.ran[c.spec.Name] {
+				s.remember(c)
+			}
 		}
 	}
 	s.p.memory.Record(s.facts.Client.Addr(), accepted, refusals)
@@ -263,6 +271,12 @@ func (s *Session) stage(ctx context.Context, at checks.Stage) Decision {
 			continue
 		}
 		rs := c.run.Run(ctx, at, &s.facts)
+		if c.passTTL > 0 && at == checks.AtCommand {
+			if s.ran == nil {
+				s.ran = map[checks.Name]bool{}
+			}
+			s.ran[c.spec.Name] = true
+		}
 		if len(rs) > 0 && c.spec.Test && !s.failed {
 			s.failed = true
 			s.forgetPasses()
@@ -283,7 +297,7 @@ func (s *Session) stage(ctx context.Context, at checks.Stage) Decision {
 
 // remember records a connection test's pass.
 func (s *Session) remember(c *check) {
-	if c.passTTL > 0 && !s.pass[c.spec.Name] && !s.failed {
+	if c.passTTL > 0 && !s.pass[c.spec.Name] && !s.failed && s.facts.Client.Addr().IsValid() {
 		s.p.memory.Pass(s.facts.Client.Addr(), c.spec.Name, c.passTTL)
 	}
 }
@@ -291,7 +305,7 @@ func (s *Session) remember(c *check) {
 // forgetPasses forgets every pass of a client that failed a connection
 // test: it takes them all again next time.
 func (s *Session) forgetPasses() {
-	if s.p.memory == nil {
+	if s.p.memory == nil || !s.facts.Client.Addr().IsValid() {
 		return
 	}
 	for _, c := range s.p.checks {

@@ -58,6 +58,15 @@ type conn struct {
 	timedOut atomic.Bool
 	cut      atomic.Bool // interrupted: the owner hangs up without a word
 	waiting  atomic.Bool // in the greeting wait: endGreeting may cut it short
+	// For shedding under load: when the client last sent a command (unix
+	// nanoseconds), whether it began a transaction, and whether it is
+	// being shed.
+	active      atomic.Int64
+	mailStarted atomic.Bool
+	shedding    atomic.Bool
+
+	// The junk and error limits' counts.
+	junk, errors, unknown int
 
 	closeOnce sync.Once
 }
@@ -73,6 +82,7 @@ func (s *Server) newConn(nc net.Conn, rt *Runtime) *conn {
 		local:  addrPort(nc.LocalAddr()),
 		start:  time.Now(),
 	}
+	c.active.Store(c.start.UnixNano())
 	c.wire.init(c)
 	return c
 }
@@ -100,6 +110,17 @@ func (c *conn) Close() error {
 		c.srv.closed(c)
 	})
 	return err
+}
+
+// SetReadDeadline is go-smtp's deadline for the next command: under stress
+// the stress command timeout shortens it.
+func (c *conn) SetReadDeadline(t time.Time) error {
+	if c.srv.Stressed() && !t.IsZero() {
+		if short := time.Now().Add(c.srv.limitsNow(c.rt.Cfg).commandTimeout); short.Before(t) {
+			t = short
+		}
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 // interrupt makes the owner give up the connection: its blocked read or

@@ -239,7 +239,14 @@ func goodClient(t *testing.T, h *harness, subject string) time.Duration {
 }
 
 func floodHarness(t *testing.T, cfg func(*config.Config)) *harness {
-	h := newHarness(t, harnessOpt{cfg: cfg})
+	h := newHarness(t, harnessOpt{cfg: func(c *config.Config) {
+		// These floods test the timeouts and limits themselves; stress
+		// mode, which shortens them, has its own tests (overload_test.go).
+		c.Stress.Threshold = 100
+		if cfg != nil {
+			cfg(c)
+		}
+	}})
 	h.rep.Pass(netip.MustParseAddr("127.0.0.2"), checks.PregreetName, time.Hour)
 	return h
 }

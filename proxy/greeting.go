@@ -19,11 +19,11 @@ import (
 // reads only the first line talks into the wait and is caught.
 func (s *Server) greet(c *conn) bool {
 	cfg := c.rt.Cfg
-	delay := cfg.Listen.GreetDelay.D()
+	delay := s.limitsNow(cfg).greetDelay
 	skip, why := c.pipe.SkipGreeting()
 	if skip || delay <= 0 {
 		if skip {
-			s.log.Debug("greeting skipped", "session", c.id, "client", c.client.String(), "why", why)
+			s.log.Debug("greeting skipped", "session", c.id, "client", clientString(c.client), "why", why)
 		}
 		return s.connected(c, pipeline.Greeting{})
 	}
@@ -46,7 +46,11 @@ func (s *Server) greet(c *conn) bool {
 	n, err := c.Conn.Read(buf[:])
 	s.trackGreeting(c, false)
 	c.Conn.SetReadDeadline(time.Time{})
-	if s.isClosing() {
+	switch {
+	case c.shedding.Load():
+		c.shed(checks.AtConnect)
+		return false
+	case s.isClosing():
 		c.dropWith("421 4.3.2 Service shutting down, try again later")
 		return false
 	}
@@ -57,7 +61,7 @@ func (s *Server) greet(c *conn) bool {
 		c.buf = append([]byte(nil), buf[:n]...)
 		after := time.Since(c.start)
 		// The postscreen line: PREGREET 11 after 0.21 from [192.0.2.1]:4711: EHLO x
-		s.log.Info("pregreet", "session", c.id, "client", c.client.String(),
+		s.log.Info("pregreet", "session", c.id, "client", clientString(c.client),
 			"bytes", n, "after", round(after), "text", checks.Escape(c.buf, 100))
 		return s.connected(c, pipeline.Greeting{Early: c.buf, After: after, Waited: true})
 	case errors.Is(err, os.ErrDeadlineExceeded) && !c.timedOut.Load():

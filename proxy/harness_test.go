@@ -71,6 +71,9 @@ func testConfig() *config.Config {
 	cfg.Listen.GreetDelay = config.Duration(150 * time.Millisecond)
 	cfg.DNS.Timeout = config.Duration(300 * time.Millisecond)
 	cfg.Limits.CommandTimeout = config.Duration(5 * time.Second)
+	// The tests' clients all come from 127.0.0.0/24, many at a time.
+	cfg.Limits.MaxConnectionsPerNet = 100000
+	cfg.Limits.ConnectionRatePerIP = 0
 	cfg.Backend.CommandTimeout = config.Duration(5 * time.Second)
 	cfg.Backend.DataTimeout = config.Duration(5 * time.Second)
 	return cfg

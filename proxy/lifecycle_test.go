@@ -131,26 +131,34 @@ func TestShutdownTimeout(t *testing.T) {
 	}
 }
 
-// A NUL in a HELO cannot be passed on at all: the client gets a clear 501
-// (from an untrusted client, the HELO check has refused it anyway).
+// A NUL in a command line is refused with a clear 500 before anything
+// parses it (limits.nul_bytes), from a trusted client as from any other,
+// and logged; with nul_bytes = "remove" the NUL is dropped and the line
+// judged as what is left.
 func TestHELOWithNUL(t *testing.T) {
 	h := newHarness(t, harnessOpt{cfg: func(c *config.Config) {
 		c.TrustedNetworks = []config.Prefix{mustPrefix("127.0.0.5")}
 	}})
-	c := h.greeted("127.0.0.5")
-	c.Cmd("EHLO nul\x00.example", 250)
-	c.Send("MAIL FROM:<alice@good.test>")
-	if code, text := c.Reply(); code != 501 || !contains(text, "NUL") {
-		t.Errorf("MAIL after a NUL HELO got %d %q", code, text)
+	for _, from := range []string{"127.0.0.5", "127.0.0.2"} {
+		c := h.greeted(from)
+		if text := c.Cmd("EHLO nul\x00.example", 500); !contains(text, "NUL") {
+			t.Errorf("%s: EHLO with a NUL got %q", from, text)
+		}
+		c.Cmd("EHLO mail.good.test", 250) // the session goes on
+		c.Cmd("QUIT", 221)
 	}
-	c = h.greeted("127.0.0.2")
-	c.Cmd("EHLO nul\x00.example", 250)
-	c.Cmd("MAIL FROM:<alice@good.test>", 250)
-	c.Send("RCPT TO:<bob@mxguard.test>")
-	if code, text := c.Reply(); code != 550 || !contains(text, "invalid hostname") {
-		t.Errorf("RCPT after a NUL HELO got %d %q", code, text)
+	if r := h.logs.wait(t, "refused", 2); r[0]["rule"] != "protocol" || !contains(r[0]["reason"].(string), "NUL") {
+		t.Errorf("refused record %v", r[0])
 	}
 	if len(h.sink.Sessions()) != 0 {
 		t.Error("the backend was contacted")
+	}
+
+	h = newHarness(t, harnessOpt{cfg: func(c *config.Config) { c.Limits.NULBytes = config.NULRemove }})
+	c := h.greeted("127.0.0.2")
+	c.Cmd("EHLO mail.good\x00.test", 250)
+	c.SendMail("mail.good.test", "alice@good.test", []string{"bob@mxguard.test"}, []byte("From: alice@good.test\r\n\r\nhi\r\n"))
+	if _, err := h.sink.WaitMessages(1, 5*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -8,32 +8,53 @@ import (
 	"github.com/mxguard/mxguard/config"
 )
 
-// Past the per-IP or the total connection limit a client gets 421 4.7.0,
-// and the log says which limit.
+// Past the per-IP limit a client gets 421 4.7.0, and the log says which
+// limit. Past the total, the connection silent longest before MAIL is shed
+// to make room; only when every one has begun a transaction is the new
+// client refused.
 func TestConnectionLimits(t *testing.T) {
 	h := newHarness(t, harnessOpt{cfg: func(c *config.Config) {
 		c.Limits.MaxConnections = 3
 		c.Limits.MaxConnectionsPerIP = 2
+		c.Stress.Threshold = 100
 	}})
 	a1, a2 := h.greeted("127.0.0.2"), h.greeted("127.0.0.2")
 	c := h.dial("127.0.0.2")
 	if code, text := c.Reply(); code != 421 || !contains(text, "4.7.0") || !contains(text, "from your address") {
 		t.Errorf("third connection from one IP got %d %q", code, text)
 	}
-	b1 := h.greeted("127.0.0.3")
-	c = h.dial("127.0.0.4")
-	if code, text := c.Reply(); code != 421 || !contains(text, "too many connections") {
-		t.Errorf("fourth connection got %d %q", code, text)
-	}
-	l := h.logs.wait(t, "refused", 2)
+	l := h.logs.wait(t, "refused", 1)
 	if l[0]["rule"] != "limit" || l[0]["stage"] != "connect" || !contains(l[0]["reason"].(string), "from your address") {
 		t.Errorf("refused line %v", l[0])
 	}
+	time.Sleep(50 * time.Millisecond)
+	a2.Cmd("EHLO mail.good.test", 250) // a2 spoke last: a1 is silent longest
+	b1 := h.greeted("127.0.0.3")
+	d1 := h.greeted("127.0.0.4") // full: a1 is shed for it
+	if code, text := a1.Reply(); code != 421 || !contains(text, "busy") {
+		t.Errorf("the idle connection got %d %q, want 421 busy", code, text)
+	}
+	if !a1.Closed() {
+		t.Error("the shed connection is still open")
+	}
+	if r := h.logs.wait(t, "refused", 2)[1]; r["rule"] != "limit" || !contains(r["reason"].(string), "shed") || r["action"] != "drop" {
+		t.Errorf("shed record %v", r)
+	}
+	// Every connection in a transaction: nothing to shed.
+	a2.Cmd("MAIL FROM:<alice@good.test>", 250)
+	b1.Cmd("EHLO mail.good.test", 250)
+	b1.Cmd("MAIL FROM:<alice@good.test>", 250)
+	d1.Cmd("EHLO mail.good.test", 250)
+	d1.Cmd("MAIL FROM:<alice@good.test>", 250)
+	c = h.dial("127.0.0.5")
+	if code, text := c.Reply(); code != 421 || !contains(text, "too many connections") {
+		t.Errorf("connection past the limit got %d %q", code, text)
+	}
 	// Slots come back when connections end.
-	a1.Cmd("QUIT", 221)
-	a2.Conn.Close()
+	a2.Cmd("QUIT", 221)
 	b1.Cmd("QUIT", 221)
-	h.logs.wait(t, "session", 3)
+	d1.Conn.Close()
+	h.logs.wait(t, "session", 4)
 	h.greeted("127.0.0.2").Cmd("QUIT", 221)
 }
 

@@ -42,7 +42,7 @@ func (c *conn) logWould(d rules.Decision) {
 func (c *conn) decisionAttrs(at checks.Stage, v rules.Verdict, reply rules.Reply, from, rcpt string) []slog.Attr {
 	attrs := []slog.Attr{
 		slog.String("session", c.id),
-		slog.String("client", c.client.String()),
+		slog.String("client", clientString(c.client)),
 		slog.String("stage", at.String()),
 		slog.String("action", v.Action.String()),
 		slog.String("rule", v.Rule),
@@ -76,7 +76,7 @@ func (c *conn) decisionAttrs(at checks.Stage, v rules.Verdict, reply rules.Reply
 // with the outcomes that judged it.
 func (c *conn) relayed(d rules.Decision, size int64, reply string) {
 	c.srv.log.LogAttrs(context.Background(), slog.LevelInfo, "relayed",
-		slog.String("session", c.id), slog.String("client", c.client.String()), slog.String("helo", c.helo()),
+		slog.String("session", c.id), slog.String("client", clientString(c.client)), slog.String("helo", c.helo()),
 		slog.String("from", c.from), slog.Any("rcpt", nonNil(c.pipe.Rcpts())), slog.Int64("size", size),
 		slog.String("action", d.Action.String()), slog.Float64("score", d.Score), slog.String("reply", reply),
 		slog.Any("checks", c.pipe.Results()))
@@ -87,7 +87,7 @@ func (c *conn) relayed(d rules.Decision, size int64, reply string) {
 func (c *conn) logSession() {
 	attrs := []slog.Attr{
 		slog.String("session", c.id),
-		slog.String("client", c.client.String()),
+		slog.String("client", clientString(c.client)),
 		slog.Any("helo", nonNil(c.pipe.HELOs())),
 		slog.Bool("trusted", c.pipe.Trusted()),
 		slog.Bool("tls", c.tls),

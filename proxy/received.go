@@ -23,9 +23,13 @@ func (c *conn) received() []byte {
 		b.WriteString(clean(name, 255))
 		b.WriteByte(' ')
 	}
-	b.WriteByte('[')
-	b.WriteString(c.client.Addr().String())
-	b.WriteString("])\r\n\tby ")
+	if c.client.IsValid() {
+		b.WriteByte('[')
+		b.WriteString(c.client.Addr().String())
+		b.WriteString("])\r\n\tby ")
+	} else {
+		b.WriteString("address unknown)\r\n\tby ") // a PROXY header named no client
+	}
 	b.WriteString(c.rt.Cfg.Hostname)
 	b.WriteString(" (mxguard) with ESMTP")
 	if c.tls {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/mxguard/mxguard/config"
 	"github.com/pires/go-proxyproto"
 )
 
@@ -35,6 +36,10 @@ type Server struct {
 	greeting  map[*conn]struct{} // in the greeting stage
 	conns     map[*conn]struct{} // all open
 	closing   bool
+
+	stressed                 atomic.Bool
+	stressStart, stressSince time.Time   // under mu: when the episode began; when the load was last high
+	stressCheck              *time.Timer // under mu: a pending check for the end of stress
 
 	wg sync.WaitGroup // accept loops and greeting goroutines
 }
@@ -137,6 +142,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.closing = true
+	if s.stressCheck != nil {
+		s.stressCheck.Stop()
+	}
 	for _, l := range s.listeners {
 		l.Close()
 	}
@@ -217,17 +225,49 @@ func (s *Server) handle(nc net.Conn) {
 		nc.Close()
 		return
 	}
+	unknown := false
+	if pc, ok := nc.(*proxyproto.Conn); ok && pc.ProxyHeader() != nil && pc.ProxyHeader().Command.IsLocal() {
+		// The load balancer names no client (v1 UNKNOWN, v2 LOCAL): it is
+		// not the client, whatever trusted_networks says of it.
+		if rt.Cfg.Listen.ProxyProtocolUnknown == config.UnknownRefuse {
+			reply := "421 4.7.0 " + rt.Cfg.Hostname + " Error: client address unknown, try again later"
+			s.log.Warn("refused", "client", "unknown", "via", pc.Raw().RemoteAddr().String(), "stage", "connect",
+				"action", "tempfail", "rule", "proxy_protocol", "reason", "the PROXY header names no client", "reply", reply)
+			nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			nc.Write([]byte(reply + "\r\n"))
+			nc.Close()
+			return
+		}
+		unknown = true
+	}
 	client := addrPort(nc.RemoteAddr())
-	if ok, why := s.lim.acquire(client.Addr(), lim.MaxConnections, lim.MaxConnectionsPerIP); !ok {
+	if unknown {
+		client = netip.AddrPort{}
+	}
+	ok, full, why := s.lim.acquire(client.Addr(), lim)
+	if !ok && full && s.shedOne() {
+		s.lim.force(client.Addr()) // the shed connection's slot, as it closes
+		ok = true
+	}
+	if !ok {
+		if full {
+			why = limitSlots
+		}
 		reply := "421 4.7.0 " + rt.Cfg.Hostname + " Error: " + why + ", try again later"
-		s.log.Warn("refused", "client", client.String(), "stage", "connect", "action", "tempfail",
+		s.log.Warn("refused", "client", clientString(client), "stage", "connect", "action", "tempfail",
 			"rule", "limit", "check", string(limitCheck), "reason", why, "open", s.lim.open(), "reply", reply)
 		nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		nc.Write([]byte(reply + "\r\n"))
 		nc.Close()
 		return
 	}
+	s.updateStress(s.lim.open())
 	c := s.newConn(nc, rt)
+	c.client = client
+	if unknown {
+		s.log.Info("client unknown", "session", c.id, "via", nc.(*proxyproto.Conn).Raw().RemoteAddr().String(),
+			"reason", "the PROXY header names no client: an untrusted client of unknown address")
+	}
 	// The DNS lists answer while the client waits; a DNS allowlisting ends
 	// the wait at once (the Read in greet returns on its deadline).
 	c.pipe = rt.Pipeline.NewSession(c.id, c.client, func() { s.endGreeting(c) })
@@ -238,7 +278,7 @@ func (s *Server) handle(nc net.Conn) {
 		c.timedOut.Store(true)
 		c.interrupt()
 	})
-	s.log.Debug("connect", "session", c.id, "client", c.client.String(), "to", c.local.String(), "trusted", c.pipe.Trusted())
+	s.log.Debug("connect", "session", c.id, "client", clientString(c.client), "to", c.local.String(), "trusted", c.pipe.Trusted())
 	if s.greet(c) {
 		s.handoff(c)
 	}
@@ -258,6 +298,7 @@ func (s *Server) endGreeting(c *conn) {
 func (s *Server) closed(c *conn) {
 	c.timer.Stop()
 	s.lim.release(c.client.Addr())
+	s.updateStress(s.lim.open())
 	c.pipe.Finish(c.accepted, c.refusals)
 	s.mu.Lock()
 	delete(s.conns, c)
@@ -358,6 +399,15 @@ func (l *chanListener) Close() error {
 }
 
 func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero} }
+
+// clientString names a client in the log: "ip:port", or "unknown" when a
+// load balancer's PROXY header named none.
+func clientString(ap netip.AddrPort) string {
+	if !ap.IsValid() {
+		return "unknown"
+	}
+	return ap.String()
+}
 
 func addrPort(a net.Addr) netip.AddrPort {
 	if t, ok := a.(*net.TCPAddr); ok {

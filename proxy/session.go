@@ -10,6 +10,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/mxguard/mxguard/checks"
+	"github.com/mxguard/mxguard/config"
 	"github.com/mxguard/mxguard/message"
 	"github.com/mxguard/mxguard/proxy/backend"
 	"github.com/mxguard/mxguard/rules"
@@ -78,6 +79,7 @@ func (c *conn) ours(err *smtp.SMTPError) *smtp.SMTPError {
 }
 
 func (c *conn) Mail(from string, opts *smtp.MailOptions) error {
+	c.mailStarted.Store(true)
 	c.from, c.mail, c.held, c.open = from, opts, false, false
 	// A client that changed its name with a second EHLO (go-smtp does not
 	// ask us again) has the new name checked too. A name already checked
@@ -160,8 +162,19 @@ func (c *conn) Data(r io.Reader) error {
 	c.Conn.SetReadDeadline(time.Now().Add(cfg.Limits.DataTimeout.D()))
 	spool := message.NewSpool(cfg.Message.MemoryLimit, cfg.Message.SpoolDir)
 	defer spool.Close() // removes a spilled file, whatever happens
-	if _, err := spool.ReadFrom(r); err != nil {
+	nul := &nulFilter{r: r, remove: cfg.Limits.NULBytes == config.NULRemove}
+	if _, err := spool.ReadFrom(nul); err != nil {
 		return c.dataError(err)
+	}
+	if nul.n > 0 {
+		if !nul.remove {
+			d := rules.Refusal(checks.AtData, protocolCheck, "protocol",
+				fmt.Sprintf("the message has %d NUL bytes (limits.nul_bytes)", nul.n),
+				rules.Reply{Code: 550, Enhanced: "5.6.0", Text: "Message refused: it contains NUL characters"}, false)
+			c.refuse(d, c.from, "")
+			return c.ours(smtpError(d.Reply))
+		}
+		c.srv.log.Info("NUL removed", "session", c.id, "client", clientString(c.client), "stage", "data", "bytes", nul.n)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.rt.Backend.DataTimeout+time.Minute)
 	defer cancel()
@@ -182,6 +195,7 @@ func (c *conn) Data(r io.Reader) error {
 		return c.backendError("data", err)
 	}
 	c.accepted++
+	c.errors, c.junk = 0, 0 // the limits count errors made without delivering mail
 	c.lastReply = rep.String()
 	c.relayed(d, spool.Size(), rep.String())
 	// go-smtp sends any *SMTPError as the final reply: this passes the
@@ -206,7 +220,7 @@ func (c *conn) dataError(err error) error {
 			fmt.Sprintf("a message line is longer than %d bytes (limits.max_line_length)", cfg.Limits.MaxLineLength),
 			rules.Reply{Code: 500, Enhanced: "5.5.2", Text: fmt.Sprintf("Message line longer than %d bytes", cfg.Limits.MaxLineLength)}, true)
 	default:
-		c.srv.log.Warn("message not read", "session", c.id, "client", c.client.String(), "err", err.Error())
+		c.srv.log.Warn("message not read", "session", c.id, "client", clientString(c.client), "err", err.Error())
 		d = rules.Refusal(checks.AtData, limitCheck, "limit", "the message could not be read (limits.data_timeout): "+err.Error(),
 			rules.Reply{Code: 451, Enhanced: "4.3.0", Text: "Error reading message, try again later"}, false)
 	}
@@ -278,7 +292,7 @@ func (c *conn) backendError(stage string, err error) error {
 			// The backend closes the session: so do we, after passing its
 			// word on, as if the client had been talking to it.
 			c.closeBackend()
-			c.srv.log.Warn("backend closed the session", "session", c.id, "client", c.client.String(),
+			c.srv.log.Warn("backend closed the session", "session", c.id, "client", clientString(c.client),
 				"stage", re.Stage, "reply", re.Reply.String())
 			c.dropWith(replyText(re.Reply))
 			return c.ours(replyError(re.Reply))
@@ -295,7 +309,7 @@ func (c *conn) backendError(stage string, err error) error {
 		return c.ours(replyError(re.Reply))
 	}
 	c.closeBackend()
-	c.srv.log.Warn("backend failed", "session", c.id, "client", c.client.String(), "stage", stage,
+	c.srv.log.Warn("backend failed", "session", c.id, "client", clientString(c.client), "stage", stage,
 		"backend", c.rt.Backend.Addr, "err", err.Error())
 	if stage == "connect" {
 		return c.ours(&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Backend unavailable, try again later"})

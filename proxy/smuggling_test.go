@@ -47,8 +47,7 @@ func TestSmugglingEndOfData(t *testing.T) {
 		{"LF.CR", "\n.\r"},
 		{"CR.LF", "\r.\n"},
 		{"CRLF.CRCRLF", "\r\n.\r\r\n"},
-		{"CRLF.NUL.CRLF", "\r\n.\x00\r\n"},
-		{"CRLF NUL.CRLF", "\r\n\x00.\r\n"},
+		// NUL sequences: TestNULInData (refused, or removed, by limits.nul_bytes).
 		{"CRLF SP.CRLF", "\r\n .\r\n"},
 		{"CRLF..CRLF", "\r\n..\r\n"}, // a stuffed dot line: content "."
 	}
@@ -189,7 +188,6 @@ func TestSmugglingBareLineEndsAreData(t *testing.T) {
 		{"a\n.\nb", "a\r\n.\r\nb\r\n"},      // the dot line is stuffed on the way, mailsink unstuffs it
 		{"a\r\n..\r\nb", "a\r\n.\r\nb\r\n"}, // a stuffed dot line from the client
 		{"a\r\n.\nb", "a\r\n\r\nb\r\n"},     // CRLF "." LF: the dot is taken for stuffing
-		{"a\r\n\x00.\r\nb", "a\r\n\x00.\r\nb\r\n"},
 	}
 	c := h.greeted("127.0.0.2")
 	c.Cmd("EHLO mail.good.test", 250)
@@ -372,7 +370,11 @@ func injectionCases(t *testing.T, h *harness) {
 				h.sink.Reset()
 				c := h.greeted(from)
 				c.T = t
-				c.Cmd("EHLO "+tc.helo, 250)
+				heloCode := 250
+				if strings.Contains(tc.helo, "\x00") {
+					heloCode = 500 // a NUL in a command is refused (limits.nul_bytes)
+				}
+				c.Cmd("EHLO "+tc.helo, heloCode)
 				c.Send("MAIL FROM:" + tc.mail)
 				mailCode, mailText := c.Reply()
 				rcptCode, rcptText := 0, ""
@@ -637,4 +639,61 @@ func (w *wireTap) reset() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.up.Reset()
+}
+
+// A NUL in a message: a backend that drops NULs before it looks for the end
+// of data reads "\r\n\x00.\r\n" as the end, and runs what follows as a
+// second transaction. By default the message is refused with 550 5.6.0 and
+// the backend sees nothing of it; with limits.nul_bytes = "remove" the NULs
+// are dropped after mxguard's own end-of-data handling, so the line is
+// content, dot-stuffed toward the backend: one message, one end of data.
+func TestNULInData(t *testing.T) {
+	for _, policy := range []config.NULPolicy{config.NULRefuse, config.NULRemove} {
+		t.Run(string(policy), func(t *testing.T) {
+			var tap *wireTap
+			h := newHarness(t, harnessOpt{cfg: func(c *config.Config) {
+				c.Limits.NULBytes = policy
+				tap = startWireTap(t, c.Backend.Address)
+				c.Backend.Address = tap.addr()
+			}})
+			for _, seq := range []string{"\r\n\x00.\r\n", "\r\n.\x00\r\n"} {
+				h.sink.Reset()
+				tap.reset()
+				c := h.greeted("127.0.0.2")
+				c.Cmd("EHLO mail.good.test", 250)
+				c.Cmd("MAIL FROM:<alice@good.test>", 250)
+				c.Cmd("RCPT TO:<bob@mxguard.test>", 250)
+				c.Cmd("DATA", 354)
+				c.Conn.Write([]byte("From: alice@good.test\r\nSubject: nul\r\n\r\nfirst" + seq +
+					"MAIL FROM:<spoof@mxguard.test>\r\nRCPT TO:<victim@mxguard.test>\r\nDATA\r\nsmuggled\r\n.\r\n"))
+				if policy == config.NULRefuse {
+					if text := c.Expect(550); !contains(text, "5.6.0") || !contains(text, "NUL") {
+						t.Errorf("%q: got %q", seq, text)
+					}
+					c.Cmd("QUIT", 221)
+					h.logs.wait(t, "session", 1)
+					if n := len(h.sink.Messages()); n != 0 || bytes.Contains(tap.upstream(), []byte("smuggled")) {
+						t.Errorf("%q: the backend got %d messages", seq, n)
+					}
+					continue
+				}
+				c.Expect(250)
+				c.Cmd("QUIT", 221)
+				msgs, err := h.sink.WaitMessages(1, 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wire := tap.upstream()
+				if bytes.IndexByte(wire, 0) >= 0 || bytes.Count(wire, []byte("\r\n.\r\n")) != 1 || len(msgs) != 1 {
+					t.Errorf("%q: %d messages; the wire to the backend: %q", seq, len(msgs), wire)
+				}
+				if !bytes.Contains(msgs[0].Data, []byte("MAIL FROM:<spoof@mxguard.test>")) {
+					t.Errorf("%q: the attempt is not in the message: %q", seq, msgs[0].Data)
+				}
+			}
+			if r := h.logs.lines("refused"); policy == config.NULRefuse && (len(r) != 2 || r[0]["rule"] != "protocol") {
+				t.Errorf("refused records: %v", r)
+			}
+		})
+	}
 }

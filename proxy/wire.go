@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/checks"
+	"github.com/mxguard/mxguard/config"
 	"github.com/mxguard/mxguard/rules"
 )
 
@@ -37,11 +38,12 @@ type wire struct {
 	// transaction (RFC 3207 §4.2).
 	needHELO bool
 
-	buf    []byte // input read, not yet handed to go-smtp; nil when empty
-	ready  int    // buf[:ready] is judged and may go to go-smtp
-	before int    // buf's first bytes that arrived before the last reply was sent
-	mode   int
-	bdat   int64 // bytes of a BDAT chunk still to pass
+	buf     []byte // input read, not yet handed to go-smtp; nil when empty
+	aliased bool   // buf lies in go-smtp's own buffer (the read it came in)
+	ready   int    // buf[:ready] is judged and may go to go-smtp
+	before  int    // buf's first bytes that arrived before the last reply was sent
+	mode    int
+	bdat    int64 // bytes of a BDAT chunk still to pass
 	// data: where a message's lines stand, to see its end.
 	lineStart, lastCR, dot, dotCR bool
 
@@ -55,6 +57,7 @@ type wire struct {
 	out       []byte // replies held back
 	readTimed error  // a read hit its deadline: every later read fails at once
 	closed    bool   // mxguard hung up: what go-smtp still writes goes nowhere
+	over      string // a limit the client went past: cut it off at the next read
 }
 
 const (
@@ -86,8 +89,23 @@ func (w *wire) read(p []byte) (int, error) {
 	if err := w.flush(); err != nil {
 		return 0, err
 	}
+	if w.over != "" {
+		return 0, w.cutOff()
+	}
 	for w.ready == 0 {
-		if len(w.buf) == 0 || w.mode == modeCommand && !bytes.Contains(w.buf, []byte{'\n'}) {
+		if err := w.flush(); err != nil { // what mxguard answered itself
+			return 0, err
+		}
+		switch {
+		case len(w.buf) == 0:
+			// Straight into go-smtp's buffer: an idle connection holds no
+			// buffer of ours.
+			n, err := w.readSrc(p)
+			if n == 0 {
+				return 0, err
+			}
+			w.buf, w.aliased = p[:n], true
+		case w.mode == modeCommand && bytes.IndexByte(w.buf, '\n') < 0:
 			if err := w.fill(); err != nil {
 				return 0, err
 			}
@@ -96,28 +114,48 @@ func (w *wire) read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	n := copy(p, w.buf[:w.ready])
+	n := copy(p, w.buf[:w.ready]) // a forward copy when buf is p: memmove
 	w.ready -= n
 	w.before = max(w.before-n, 0)
 	w.buf = w.buf[n:]
-	if len(w.buf) == 0 {
-		w.buf = nil // an idle connection holds no buffer of ours
+	switch {
+	case len(w.buf) == 0:
+		w.buf, w.aliased = nil, false
+	case w.aliased:
+		// The rest lies in go-smtp's buffer, which it is about to reuse.
+		w.buf, w.aliased = bytes.Clone(w.buf), false
 	}
 	return n, nil
 }
 
-// fill reads more input.
+// fill reads more input after what buf holds: a command line's rest.
 func (w *wire) fill() error {
-	if w.readTimed != nil {
-		return w.readTimed // the same net.Error: go-smtp answers "421 4.4.2 Idle timeout"
+	if w.aliased || cap(w.buf)-len(w.buf) < 512 {
+		w.buf = append(make([]byte, 0, 2*len(w.buf)+1024), w.buf...)
+		w.aliased = false
 	}
-	var tmp [4096]byte
-	n, err := w.src.Read(tmp[:])
-	w.buf = append(w.buf, tmp[:n]...)
+	n, err := w.readSrc(w.buf[len(w.buf):cap(w.buf)])
+	w.buf = w.buf[:len(w.buf)+n]
+	if n > 0 {
+		return nil // an error comes back on the next read
+	}
+	return err
+}
+
+// readSrc reads from the client.
+func (w *wire) readSrc(p []byte) (int, error) {
+	if w.readTimed != nil {
+		return 0, w.readTimed // the same net.Error: go-smtp answers "421 4.4.2 Idle timeout"
+	}
+	n, err := w.src.Read(p)
 	if err != nil && w.c.cut.Load() {
-		// Shutdown or session_timeout cut the connection: hang up.
-		w.c.Close()
-		return errDropped
+		// Shed to make room, or cut by shutdown or session_timeout.
+		if w.c.shedding.Load() {
+			w.c.shed(checks.AtCommand)
+		} else {
+			w.c.Close()
+		}
+		return 0, errDropped
 	}
 	if err != nil && deadlineExceeded(err) {
 		// go-smtp would otherwise go back to reading commands, and the rest
@@ -125,10 +163,7 @@ func (w *wire) fill() error {
 		// (a smuggling path), or a half-sent line would be taken whole.
 		w.readTimed = err
 	}
-	if n > 0 {
-		return nil // the error comes back on the next fill
-	}
-	return err
+	return n, err
 }
 
 // process judges what it can of buf: the next command line (only when
@@ -168,6 +203,25 @@ func (w *wire) process() error {
 	}
 	pipelined := w.before > 0
 	w.cmds++
+	w.c.active.Store(time.Now().UnixNano())
+	if bytes.IndexByte(line, 0) >= 0 {
+		if w.c.rt.Cfg.Limits.NULBytes == config.NULRemove {
+			// Dropped, and the line judged as what is left.
+			clean := bytes.ReplaceAll(line, []byte{0}, nil)
+			w.c.srv.log.Info("NUL removed", "session", w.c.id, "client", clientString(w.c.client),
+				"stage", "command", "text", checks.Escape(line, 100))
+			w.buf, w.aliased = append(clean, w.buf[len(line):]...), false
+			line = w.buf[:len(clean)]
+		} else {
+			w.buf = w.buf[len(line):]
+			w.before = max(w.before-len(line), 0)
+			w.c.refuse(rules.Refusal(checks.AtCommand, protocolCheck, "protocol",
+				"a NUL byte in a command line: "+checks.Escape(line, 100),
+				rules.Reply{Code: 500, Enhanced: "5.5.2", Text: "NUL character in command"}, false), "", "")
+			w.sendOwn("500 5.5.2 NUL character in command")
+			return nil
+		}
+	}
 	next, err := w.judge(line, pipelined)
 	if err != nil {
 		return err
@@ -213,6 +267,9 @@ func (w *wire) judge(line []byte, pipelined bool) (int, error) {
 			return answered, nil
 		}
 	}
+	if err := w.countJunk(); err != nil {
+		return answered, err
+	}
 	switch w.cmd.verb {
 	case "STARTTLS":
 		if c.rt.TLS != nil && !w.tls && arg == "" {
@@ -234,6 +291,51 @@ func (w *wire) judge(line []byte, pipelined bool) (int, error) {
 	return pass, nil
 }
 
+// The commands go-smtp knows, and those that are junk: they do nothing
+// (smtpd_junk_command_limit).
+var (
+	knownVerbs = map[string]bool{"HELO": true, "EHLO": true, "MAIL": true, "RCPT": true, "DATA": true, "BDAT": true,
+		"RSET": true, "NOOP": true, "QUIT": true, "VRFY": true, "EXPN": true, "HELP": true, "STARTTLS": true, "AUTH": true,
+		"SEND": true, "SOML": true, "SAML": true, "TURN": true}
+	junkVerbs = map[string]bool{"NOOP": true, "RSET": true, "VRFY": true, "EXPN": true, "HELP": true}
+)
+
+// countJunk counts junk and unknown commands against their limits: past
+// the junk limit each one counts as an error; past the unknown-command or
+// the error limit, the client is cut off.
+func (w *wire) countJunk() error {
+	c := w.c
+	lim := c.srv.limitsNow(c.rt.Cfg)
+	switch {
+	case junkVerbs[w.cmd.verb]:
+		if c.junk++; c.junk > lim.junkLimit {
+			c.errors++
+		}
+	case !knownVerbs[w.cmd.verb]:
+		if c.unknown++; c.unknown > lim.unknownLimit {
+			w.over = fmt.Sprintf("too many unknown commands (%d; limits.unknown_command_limit %d)", c.unknown, lim.unknownLimit)
+		}
+	}
+	if w.over == "" && c.errors > lim.errorLimit {
+		w.over = fmt.Sprintf("too many errors (%d; limits.hard_error_limit %d)", c.errors, lim.errorLimit)
+	}
+	if w.over != "" {
+		return w.cutOff()
+	}
+	return nil
+}
+
+// cutOff ends the session of a client past a junk or error limit.
+func (w *wire) cutOff() error {
+	c := w.c
+	why := w.over
+	w.over = ""
+	reply := rules.Reply{Code: 421, Enhanced: "4.7.0", Text: c.rt.Cfg.Hostname + " Error: " + strings.Split(why, " (")[0]}
+	c.refuse(rules.Refusal(checks.AtCommand, limitCheck, "limit", why, reply, true), c.from, "")
+	c.dropWith(reply.String())
+	return errDropped
+}
+
 // refuseLine refuses a command line mxguard cannot take whole, and hangs up.
 func (w *wire) refuseLine(at checks.Stage, rule, reason, reply string) error {
 	r, _ := rules.ParseReply(reply)
@@ -252,7 +354,7 @@ func (w *wire) startTLS() error {
 		return err
 	}
 	if len(w.buf) > 0 {
-		c.srv.log.Warn("input after STARTTLS discarded", "session", c.id, "client", c.client.String(),
+		c.srv.log.Warn("input after STARTTLS discarded", "session", c.id, "client", clientString(c.client),
 			"bytes", len(w.buf), "text", checks.Escape(w.buf, 100))
 	}
 	w.buf, w.before = nil, 0
@@ -261,7 +363,7 @@ func (w *wire) startTLS() error {
 	err := tc.Handshake()
 	c.Conn.SetDeadline(time.Time{})
 	if err != nil {
-		c.srv.log.Info("TLS handshake failed", "session", c.id, "client", c.client.String(), "err", err.Error())
+		c.srv.log.Info("TLS handshake failed", "session", c.id, "client", clientString(c.client), "err", err.Error())
 		c.hangup = "starttls"
 		c.Close()
 		return errDropped
@@ -312,6 +414,9 @@ func (w *wire) write(p []byte) (int, error) {
 		}
 		if !w.watch(line) {
 			continue // the reply to a command mxguard injected
+		}
+		if w.cmd.verb == "EHLO" && w.c.rt.Cfg.Tests.Pipelining && bytes.Equal(line, []byte("250-PIPELINING\r\n")) {
+			continue // the pipelining test: not offered, so a client that pipelines shows itself
 		}
 		w.out = append(w.out, line...)
 		if w.cmd.verb == "EHLO" && bytes.HasPrefix(line, []byte("250-Hello ")) && w.c.rt.TLS != nil && !w.tls {
@@ -379,6 +484,12 @@ func (w *wire) watch(line []byte) bool {
 	}
 	if code >= 400 && !ours {
 		w.goSMTPRefused(code, strings.TrimRight(string(line[4:]), "\r\n"))
+	}
+	if code >= 400 && code != 421 {
+		c := w.c
+		if c.errors++; w.over == "" && c.errors > c.srv.limitsNow(c.rt.Cfg).errorLimit {
+			w.over = fmt.Sprintf("too many errors (%d; limits.hard_error_limit %d)", c.errors, c.srv.limitsNow(c.rt.Cfg).errorLimit)
+		}
 	}
 	return true
 }

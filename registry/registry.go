@@ -14,6 +14,8 @@ var All = []*checks.Spec{
 	&reputation.Spec,
 	&checks.PregreetSpec,
 	&checks.NonSMTPSpec,
+	&checks.PipeliningSpec,
+	&checks.BareNewlineSpec,
 	&dnsbl.Spec,
 	&checks.HELOSpec,
 	&checks.SenderSpec,

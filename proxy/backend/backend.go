@@ -277,16 +277,20 @@ func checkIdentity(m Method, id Identity) error {
 	default:
 		return fmt.Errorf("backend: Identity.Proto %q is neither SMTP nor ESMTP", id.Proto)
 	}
-	if (m == MethodProxyV1 || m == MethodProxyV2) && (id.Addr == nil || id.DestAddr == nil) {
-		return fmt.Errorf("backend: %v needs Identity.Addr and Identity.DestAddr", m)
+	if (m == MethodProxyV1 || m == MethodProxyV2) && id.Addr != nil && id.DestAddr == nil {
+		return fmt.Errorf("backend: %v needs Identity.DestAddr with Identity.Addr", m)
 	}
 	return nil
 }
 
 func (c *Conn) handshake(id Identity) error {
 	if c.o.Method == MethodProxyV1 || c.o.Method == MethodProxyV2 {
-		h := proxyproto.HeaderProxyFromAddrs(byte(c.o.Method-MethodProxyV1+1),
-			&net.TCPAddr{IP: id.Addr, Port: id.Port}, &net.TCPAddr{IP: id.DestAddr, Port: id.DestPort})
+		version := byte(c.o.Method - MethodProxyV1 + 1)
+		h := &proxyproto.Header{Version: version, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
+		if id.Addr != nil {
+			h = proxyproto.HeaderProxyFromAddrs(version,
+				&net.TCPAddr{IP: id.Addr, Port: id.Port}, &net.TCPAddr{IP: id.DestAddr, Port: id.DestPort})
+		} // else the client is unknown too: PROXY UNKNOWN (v1), LOCAL (v2)
 		b, err := h.Format()
 		if err != nil {
 			return fmt.Errorf("backend: PROXY header: %w", err)
