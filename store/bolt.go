@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,7 +34,8 @@ type BoltOptions struct {
 	NoSync bool
 
 	// SkipCheck skips the consistency check of the whole file at Open
-	// (it reads every page: about a second per few hundred megabytes).
+	// (it reads every page: 0.13s for a file of 1 million keys, 250 MB,
+	// in the page cache; more from a cold disk).
 	SkipCheck bool
 
 	// Now is the clock for expiry (default time.Now); tests move it.
@@ -105,6 +107,9 @@ func OpenBolt(path string, opts BoltOptions) (s *Bolt, err error) {
 	}
 	var size int64
 	if fi, err := os.Stat(path); err == nil {
+		if fi.IsDir() {
+			return fail("not a regular file: a directory")
+		}
 		if !fi.Mode().IsRegular() {
 			return fail("not a regular file (%s)", fi.Mode().Type())
 		}
@@ -150,12 +155,13 @@ func OpenBolt(path string, opts BoltOptions) (s *Bolt, err error) {
 	return s, nil
 }
 
-// openBoltDB opens the file, turning a panic on a mangled file into an
-// error.
+// openBoltDB opens the file, turning a panic on a mangled file (or a
+// memory fault on a pointer that leads out of it) into an error.
 func openBoltDB(path string, opts BoltOptions) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			db, err = nil, fmt.Errorf("panic while opening: %v", r)
+			db, err = nil, fmt.Errorf("damaged: %v", r)
 		}
 	}()
 	return bolt.Open(path, 0o600, &bolt.Options{
@@ -167,11 +173,15 @@ func openBoltDB(path string, opts BoltOptions) (db *bolt.DB, err error) {
 
 // checkBolt verifies that the file holds every page its meta page claims
 // (a truncated file would fault when those pages are read) and, unless
-// skipped, checks the consistency of the whole tree.
+// skipped, reads every key and value, then runs bbolt's consistency check.
+// The reading walk comes first and turns memory faults into errors: bbolt's
+// check runs on a goroutine of its own, where a fault on a damaged page
+// would kill the process.
 func checkBolt(db *bolt.DB, skipTree bool) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("panic while checking: %v", r)
+			err = fmt.Errorf("damaged: %v", r)
 		}
 	}()
 	fi, err := os.Stat(db.Path())
@@ -185,6 +195,9 @@ func checkBolt(db *bolt.DB, skipTree bool) (err error) {
 		if skipTree {
 			return nil
 		}
+		if err := tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walkBucket(b) }); err != nil {
+			return err
+		}
 		var first error
 		for err := range tx.Check() { // drain it: Check's goroutine sends them all
 			if first == nil {
@@ -193,6 +206,29 @@ func checkBolt(db *bolt.DB, skipTree bool) (err error) {
 		}
 		return first
 	})
+}
+
+// walkBucket touches the first and last byte of every key and value of b
+// and its sub-buckets, so that a pointer out of the file faults here.
+func walkBucket(b *bolt.Bucket) error {
+	var sink byte
+	touch := func(p []byte) {
+		if len(p) > 0 {
+			sink ^= p[0] ^ p[len(p)-1]
+		}
+	}
+	err := b.ForEach(func(k, v []byte) error {
+		touch(k)
+		touch(v)
+		if v == nil {
+			if sub := b.Bucket(k); sub != nil {
+				return walkBucket(sub)
+			}
+		}
+		return nil
+	})
+	_ = sink
+	return err
 }
 
 // initBolt creates the buckets of a new file and checks the format of an
