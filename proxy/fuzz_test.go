@@ -64,6 +64,16 @@ func FuzzSMTPDialogue(f *testing.F) {
 		"\r\n\r\n   \r\nX\r\nMAIL\r\nEHLO\r\n\x00\r\n",
 		"ehlo mail.good.test\nmail from:<alice@good.test>\nrcpt to:<bob@mxguard.test>\ndata\nFrom: a\n\nbody\n.\n",
 		"00\r0\n", // go-smtp echoes an unknown verb, CR and all (found by the fuzzer)
+		// The wire's own work: STARTTLS without TLS, NUL lines, junk
+		// past its limits, a pipelined group, a bare newline, HTTP.
+		"STARTTLS\r\nEHLO mail.good.test\r\n" + txn + msg,
+		hello + "MAIL FROM:<alice@good.test>\x00\r\nRCPT TO:<bob@mxguard.test>\r\nDATA\r\n" + msg,
+		hello + strings.Repeat("NOOP\r\n", 30) + txn + msg,
+		hello + strings.Repeat("FROB\r\n", 12) + txn + msg,
+		hello + txn + "From: a\r\n\r\nx\r\n\x00.\r\nMAIL FROM:<spoof@mxguard.test>\r\n.\r\n",
+		"EHLO mail.good.test\n" + txn + msg,
+		"GET / HTTP/1.1\r\nHost: mx\r\n\r\n",
+		hello + "BDAT 3\r\nabcBDAT 0 LAST\r\n",
 	}
 	for _, s := range seeds {
 		f.Add(true, []byte(s))
@@ -179,6 +189,9 @@ func startFuzzProxy() (p *fuzzProxy, err error) {
 	cfg.Limits.DataTimeout = config.Duration(2 * time.Second)
 	cfg.Limits.SessionTimeout = config.Duration(5 * time.Second)
 	cfg.Limits.MaxMessageSize = 1 << 20
+	// The wire's tests and limits, all on.
+	cfg.Tests.Pipelining, cfg.Tests.BareNewline = true, true
+	cfg.Limits.JunkCommandLimit, cfg.Limits.HardErrorLimit, cfg.Limits.UnknownCommandLimit = 10, 10, 5
 	cfg.Backend.CommandTimeout = config.Duration(2 * time.Second)
 	cfg.Backend.DataTimeout = config.Duration(2 * time.Second)
 	res, err := resolver.New(resolver.Config{Servers: cfg.DNS.Resolvers, Timeout: cfg.DNS.Timeout.D(), Attempts: 1})
@@ -313,11 +326,51 @@ func (p *fuzzProxy) check(t *testing.T, input []byte, transcript string, smtputf
 			t.Fatalf("the backend stored %s, which the client never saw accepted: %q", m.ID, transcript)
 		}
 	}
+	// No command toward the backend that the client did not give: each
+	// MAIL and RCPT address the backend heard is one the client sent in a
+	// command of that verb, and there are no more of them than the client
+	// sent.
+	sent := map[string]int{}
+	given := map[string]map[string]bool{"MAIL": {}, "RCPT": {}}
+	for _, l := range strings.Split(strings.ReplaceAll(string(input), "\r", "\n"), "\n") {
+		verb, arg, _ := strings.Cut(strings.TrimLeft(l, " "), " ")
+		if v := strings.ToUpper(verb); given[v] != nil {
+			sent[v]++
+			given[v][strings.ToLower(relayedAddress(arg))] = true
+		}
+	}
+	heard := map[string]int{}
 	for _, s := range p.sink.Sessions() {
 		for _, cmd := range s.Commands {
 			checkRelayedParams(t, cmd)
+			verb, arg, _ := strings.Cut(cmd, " ")
+			if v := strings.ToUpper(verb); given[v] != nil {
+				heard[v]++
+				if a := strings.ToLower(relayedAddress(arg)); !given[v][a] {
+					t.Fatalf("the backend heard %q, an address the client never gave with %s: %q", cmd, v, input)
+				}
+			}
 		}
 	}
+	for v, n := range heard {
+		if n > sent[v] {
+			t.Fatalf("the backend heard %d %s commands, the client sent %d: %q", n, v, sent[v], input)
+		}
+	}
+}
+
+// relayedAddress takes the address out of "FROM:<a@b> SIZE=1" or
+// "TO:<a@b>", as the client or the backend wrote it.
+func relayedAddress(arg string) string {
+	_, rest, _ := strings.Cut(arg, ":")
+	rest = strings.TrimSpace(rest)
+	if strings.HasPrefix(rest, "<") {
+		if i := strings.IndexByte(rest, '>'); i > 0 {
+			return rest[1:i]
+		}
+	}
+	a, _, _ := strings.Cut(rest, " ")
+	return a
 }
 
 // checkRelayedParams wants each MAIL/RCPT parameter mxguard sends to be one

@@ -32,6 +32,14 @@ func (s *Server) updateStress(open int) {
 		s.stressed.Store(true)
 		s.stressStart, s.stressSince = now, now
 		s.log.Warn("stress", "state", "on", "open", open, "threshold", enter, "max_connections", cfg.Limits.MaxConnections)
+		// Connections already waiting for a command get the stress
+		// timeout too: they are the ones holding the slots.
+		cut := time.Now().Add(cfg.Stress.CommandTimeout.D())
+		for c := range s.conns {
+			if !c.mailStarted.Load() && !c.waiting.Load() {
+				c.Conn.SetReadDeadline(cut)
+			}
+		}
 	case on && open < enter*9/10:
 		if wait := s.stressSince.Add(cfg.Stress.MinDuration.D()).Sub(now); wait > 0 {
 			if s.stressCheck == nil {
