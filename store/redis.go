@@ -86,26 +86,9 @@ var setRedisLogger sync.Once
 // bad options: a server that does not answer at first makes a store that
 // is down (Health says why) and that recovers when the server comes.
 func OpenRedis(opts RedisOptions) (*Redis, error) {
-	if opts.Addr == "" {
-		opts.Addr = "127.0.0.1:6379"
-	}
-	if _, _, err := net.SplitHostPort(opts.Addr); err != nil {
-		return nil, fmt.Errorf("redis address %q: %w", opts.Addr, err)
-	}
-	if opts.DB < 0 {
-		return nil, fmt.Errorf("redis database %d: must be 0 or more", opts.DB)
-	}
-	if opts.ReadTimeout <= 0 {
-		opts.ReadTimeout = 100 * time.Millisecond
-	}
-	if opts.WriteTimeout <= 0 {
-		opts.WriteTimeout = 500 * time.Millisecond
-	}
-	if opts.RetryInterval <= 0 {
-		opts.RetryInterval = time.Second
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	// go-redis logs every failed dial on stderr; the breaker says it once.
 	setRedisLogger.Do(func() { redis.SetLogger(debugLogger{}) })
@@ -140,6 +123,33 @@ func OpenRedis(opts RedisOptions) (*Redis, error) {
 		s.trip(err)
 	}
 	return s, nil
+}
+
+// withDefaults checks o and fills in the defaults.
+func (o RedisOptions) withDefaults() (RedisOptions, error) {
+	opts := o
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:6379"
+	}
+	if _, _, err := net.SplitHostPort(opts.Addr); err != nil {
+		return o, fmt.Errorf("redis address %q: %w", opts.Addr, err)
+	}
+	if opts.DB < 0 {
+		return o, fmt.Errorf("redis database %d: must be 0 or more", opts.DB)
+	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = 100 * time.Millisecond
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 500 * time.Millisecond
+	}
+	if opts.RetryInterval <= 0 {
+		opts.RetryInterval = time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return opts, nil
 }
 
 // debugLogger sends go-redis's own messages to slog at Debug.
