@@ -106,8 +106,8 @@ func (a *Async) Incr(key string, by int64, ttl time.Duration) bool {
 
 // Update queues a Store.Update; its result is discarded. fn runs on the
 // writer's goroutine, later.
-func (a *Async) Update(key string, ttl time.Duration, fn UpdateFunc) bool {
-	return a.enqueue(asyncOp{op: Op{Key: key, TTL: ttl}, update: fn})
+func (a *Async) Update(key string, fn UpdateFunc) bool {
+	return a.enqueue(asyncOp{op: Op{Key: key}, update: fn})
 }
 
 // Stats returns the writer's counts.
@@ -213,7 +213,7 @@ func (a *Async) apply(batch []asyncOp) {
 		case o.update != nil:
 			flushOps()
 			ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
-			_, err := a.s.Update(ctx, o.op.Key, o.op.TTL, o.update)
+			_, err := a.s.Update(ctx, o.op.Key, o.update)
 			cancel()
 			a.count(1, err)
 		default:

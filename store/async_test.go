@@ -25,12 +25,12 @@ func (g *gatedStore) Apply(ctx context.Context, ops []Op) error {
 	return g.Memory.Apply(ctx, ops)
 }
 
-func (g *gatedStore) Update(ctx context.Context, key string, ttl time.Duration, fn UpdateFunc) ([]byte, error) {
+func (g *gatedStore) Update(ctx context.Context, key string, fn UpdateFunc) ([]byte, error) {
 	<-g.gate
 	if g.err != nil {
 		return nil, g.err
 	}
-	return g.Memory.Update(ctx, key, ttl, fn)
+	return g.Memory.Update(ctx, key, fn)
 }
 
 func flush(t *testing.T, a *Async) {
@@ -48,9 +48,9 @@ func TestAsyncOrder(t *testing.T) {
 	defer a.Close(context.Background())
 	appendS := func(old []byte, _ bool) ([]byte, error) { return append(old, 's'), nil }
 	a.Set("k", []byte("v"), 0)
-	a.Update("k", 0, appendS)
+	a.Update("k", TTL(0, appendS))
 	a.Incr("n", 2, 0)
-	a.Update("k", 0, appendS)
+	a.Update("k", TTL(0, appendS))
 	a.Delete("gone", "n")
 	a.Incr("n", 5, 0)
 	a.Set("gone", []byte("x"), time.Nanosecond)
@@ -105,7 +105,7 @@ func TestAsyncFailures(t *testing.T) {
 	defer a.Close(context.Background())
 	a.Set("a", nil, 0)
 	a.Incr("b", 1, 0)
-	a.Update("c", 0, func([]byte, bool) ([]byte, error) { return nil, nil })
+	a.Update("c", TTL(0, func([]byte, bool) ([]byte, error) { return nil, nil }))
 	flush(t, a)
 	if st := a.Stats(); st.Failed != 3 || st.Applied != 0 {
 		t.Errorf("stats %+v, want 3 failed", st)

@@ -354,7 +354,7 @@ func (s *Bolt) Delete(ctx context.Context, keys ...string) error {
 }
 
 // Update implements Store. fn runs inside the write transaction.
-func (s *Bolt) Update(ctx context.Context, key string, ttl time.Duration, fn UpdateFunc) ([]byte, error) {
+func (s *Bolt) Update(ctx context.Context, key string, fn UpdateFunc) ([]byte, error) {
 	if key == "" {
 		return nil, ErrEmptyKey
 	}
@@ -366,7 +366,7 @@ func (s *Bolt) Update(ctx context.Context, key string, ttl time.Duration, fn Upd
 		} else {
 			old = nil
 		}
-		v, err := fn(old, found)
+		v, ttl, err := fn(old, found)
 		if err != nil {
 			return err
 		}

@@ -444,7 +444,7 @@ func TestBoltUpdatePanics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	_, err = s.Update(context.Background(), "k", 0, func([]byte, bool) ([]byte, error) { panic("oops") })
+	_, err = s.Update(context.Background(), "k", TTL(0, func([]byte, bool) ([]byte, error) { panic("oops") }))
 	if err == nil || !strings.Contains(err.Error(), "oops") {
 		t.Fatalf("Update = %v", err)
 	}

@@ -126,7 +126,7 @@ func (s *Memory) Delete(ctx context.Context, keys ...string) error {
 }
 
 // Update implements Store.
-func (s *Memory) Update(ctx context.Context, key string, ttl time.Duration, fn UpdateFunc) ([]byte, error) {
+func (s *Memory) Update(ctx context.Context, key string, fn UpdateFunc) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.check(key); err != nil {
@@ -137,7 +137,7 @@ func (s *Memory) Update(ctx context.Context, key string, ttl time.Duration, fn U
 	if found {
 		old = slices.Clone(e.value)
 	}
-	v, err := fn(old, found)
+	v, ttl, err := fn(old, found)
 	if err != nil {
 		return nil, err
 	}

@@ -358,7 +358,7 @@ var errConflict = errors.New("store: update conflict: the key kept changing unde
 
 // Update implements Store: optimistic compare-and-set, retried on conflict
 // until WriteTimeout.
-func (s *Redis) Update(ctx context.Context, key string, ttl time.Duration, fn UpdateFunc) ([]byte, error) {
+func (s *Redis) Update(ctx context.Context, key string, fn UpdateFunc) ([]byte, error) {
 	if key == "" {
 		return nil, ErrEmptyKey
 	}
@@ -374,7 +374,7 @@ func (s *Redis) Update(ctx context.Context, key string, ttl time.Duration, fn Up
 			if err != nil {
 				return err
 			}
-			v, err := fn(old, found)
+			v, ttl, err := fn(old, found)
 			if err != nil {
 				return &fnError{err}
 			}

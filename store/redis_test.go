@@ -102,7 +102,7 @@ func callsFailFast(t *testing.T, s *Redis) {
 		{"Delete", testWriteTimeout, func() error { return s.Delete(ctx, "k") }},
 		{"Incr", testWriteTimeout, func() error { _, err := s.Incr(ctx, "n", 1, time.Minute); return err }},
 		{"Update", testWriteTimeout, func() error {
-			_, err := s.Update(ctx, "k", time.Minute, func([]byte, bool) ([]byte, error) { return []byte("v"), nil })
+			_, err := s.Update(ctx, "k", TTL(time.Minute, func([]byte, bool) ([]byte, error) { return []byte("v"), nil }))
 			return err
 		}},
 		{"Apply", testWriteTimeout, func() error { return s.Apply(ctx, []Op{{Kind: OpSet, Key: "k"}}) }},

@@ -50,13 +50,14 @@ type Store interface {
 	Delete(ctx context.Context, keys ...string) error
 
 	// Update atomically replaces the value of key with what fn returns
-	// given the current value (found is false when there is none), and
-	// sets its expiry to ttl. It returns the value stored. If fn returns
-	// an error, nothing is written and Update returns that error. fn may
+	// given the current value (found is false when there is none), with
+	// the expiry fn returns (so that a record's lifetime can follow its
+	// state). It returns the value stored. If fn returns an error,
+	// nothing is written and Update returns that error. fn may
 	// be called more than once (when a concurrent writer got in first,
 	// on Redis), so it must not have side effects, and it must not call
 	// the store (Bolt and Memory hold their write lock while it runs).
-	Update(ctx context.Context, key string, ttl time.Duration, fn UpdateFunc) ([]byte, error)
+	Update(ctx context.Context, key string, fn UpdateFunc) ([]byte, error)
 
 	// Incr adds by to the integer stored under key (a missing key counts
 	// as 0) and returns the new value. The value is stored as decimal
@@ -85,9 +86,19 @@ type Store interface {
 	Close() error
 }
 
-// UpdateFunc computes a key's new value from its current one; see
-// Store.Update. old is nil and found false when the key does not exist.
-type UpdateFunc func(old []byte, found bool) ([]byte, error)
+// UpdateFunc computes a key's new value and time to live from its current
+// value; see Store.Update. old is nil and found false when the key does
+// not exist. A ttl of zero or less means no expiry.
+type UpdateFunc func(old []byte, found bool) (value []byte, ttl time.Duration, err error)
+
+// TTL wraps a function that computes only the value into an UpdateFunc
+// giving every value the same time to live.
+func TTL(ttl time.Duration, fn func(old []byte, found bool) ([]byte, error)) UpdateFunc {
+	return func(old []byte, found bool) ([]byte, time.Duration, error) {
+		v, err := fn(old, found)
+		return v, ttl, err
+	}
+}
 
 // OpKind says what an Op does.
 type OpKind uint8

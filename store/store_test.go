@@ -160,7 +160,7 @@ func TestEmptyKey(t *testing.T) {
 		if _, err := s.Incr(ctx, "", 1, 0); !errors.Is(err, ErrEmptyKey) {
 			t.Errorf("Incr: %v", err)
 		}
-		if _, err := s.Update(ctx, "", 0, func([]byte, bool) ([]byte, error) { return nil, nil }); !errors.Is(err, ErrEmptyKey) {
+		if _, err := s.Update(ctx, "", TTL(0, func([]byte, bool) ([]byte, error) { return nil, nil })); !errors.Is(err, ErrEmptyKey) {
 			t.Errorf("Update: %v", err)
 		}
 	})
@@ -200,11 +200,11 @@ func TestExpiry(t *testing.T) {
 		if want := []string{"forever", "long", "refreshed"}; !slices.Equal(seen, want) {
 			t.Errorf("Scan after expiry = %q, want %q", seen, want)
 		}
-		v, err := s.Update(ctx, "short", ttl, func(old []byte, found bool) ([]byte, error) {
+		v, err := s.Update(ctx, "short", func(old []byte, found bool) ([]byte, time.Duration, error) {
 			if found {
 				t.Errorf("Update found expired value %q", old)
 			}
-			return []byte("new"), nil
+			return []byte("new"), ttl, nil
 		})
 		if err != nil || string(v) != "new" {
 			t.Errorf("Update of expired = %q, %v", v, err)
@@ -225,13 +225,13 @@ func TestUpdate(t *testing.T) {
 			return append(old, 'x'), nil
 		}
 		for i, want := range []string{"x", "xx", "xxx"} {
-			v, err := s.Update(ctx, "k", time.Hour, appendX)
+			v, err := s.Update(ctx, "k", TTL(time.Hour, appendX))
 			if err != nil || string(v) != want {
 				t.Fatalf("Update #%d = %q, %v; want %q", i, v, err, want)
 			}
 		}
 		boom := errors.New("boom")
-		v, err := s.Update(ctx, "k", time.Hour, func([]byte, bool) ([]byte, error) { return []byte("never"), boom })
+		v, err := s.Update(ctx, "k", TTL(time.Hour, func([]byte, bool) ([]byte, error) { return []byte("never"), boom }))
 		if !errors.Is(err, boom) || v != nil {
 			t.Fatalf("Update with failing fn = %q, %v; want nil, boom", v, err)
 		}
@@ -240,6 +240,29 @@ func TestUpdate(t *testing.T) {
 		}
 		if err := s.Health(); err != nil {
 			t.Fatalf("Health after an UpdateFunc error: %v", err)
+		}
+	})
+}
+
+// TestUpdateTTL: the expiry is what fn returns, decided from the value.
+func TestUpdateTTL(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store, advance func(time.Duration)) {
+		ctx := context.Background()
+		// A record that lives briefly while new and for long once seen
+		// twice, as a greylisting triplet does.
+		fn := func(old []byte, found bool) ([]byte, time.Duration, error) {
+			if !found {
+				return []byte("new"), 300 * time.Millisecond, nil
+			}
+			return []byte("seen"), time.Hour, nil
+		}
+		s.Update(ctx, "brief", fn)
+		s.Update(ctx, "kept", fn)
+		s.Update(ctx, "kept", fn)
+		advance(400 * time.Millisecond)
+		wantMissing(t, s, "brief")
+		if got := mustGet(t, s, "kept"); got != "seen" {
+			t.Errorf("kept = %q", got)
 		}
 	})
 }
@@ -267,7 +290,7 @@ func TestUpdateAtomic(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for range each {
-					if _, err := s.Update(ctx, "counter", 0, inc); err != nil {
+					if _, err := s.Update(ctx, "counter", TTL(0, inc)); err != nil {
 						errs <- err
 					}
 				}
