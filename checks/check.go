@@ -2,11 +2,13 @@ package checks
 
 import (
 	"context"
+	"iter"
 	"log/slog"
 	"net"
 	"time"
 
 	"github.com/mxguard/mxguard/config"
+	"github.com/mxguard/mxguard/metrics"
 	"github.com/mxguard/mxguard/resolver"
 )
 
@@ -113,6 +115,15 @@ type Env struct {
 	Log      *slog.Logger
 	// Memory is the memory of clients; nil for none.
 	Memory Memory
+	// Metrics records what the check counts (DNS list hits); nil records
+	// nothing.
+	Metrics *metrics.Metrics
+}
+
+// Lists is a check that consults DNS lists and knows their health (the
+// self-test), for the metrics.
+type Lists interface {
+	ListHealth() iter.Seq2[string, bool]
 }
 
 // Resolver is the caching resolver, as the checks use it.

@@ -45,6 +45,7 @@ type Config struct {
 	Message    Message    `toml:"message"`
 	Reputation Reputation `toml:"reputation"`
 	Log        Log        `toml:"log"`
+	Admin      Admin      `toml:"admin"`
 
 	// Rules are rule files or globs ("/etc/mxguard/rules.d/*.toml"), read in
 	// name order after the built-in rules, which they override.
@@ -324,6 +325,23 @@ type Log struct {
 	Level Level `toml:"level"`
 }
 
+// Admin is the admin listener: Prometheus metrics at /metrics, /healthz for
+// load balancers, and a page of recent decisions at /. Restart to change.
+type Admin struct {
+	// Listen is "host:port" of the admin listener; "" (the default) is off.
+	// It must be a loopback address unless allow_remote is set.
+	Listen string `toml:"listen"`
+	// AllowRemote lets listen be a non-loopback address (then set auth_file).
+	AllowRemote bool `toml:"allow_remote"`
+	// AuthFile holds "user:bcrypt-hash" lines (htpasswd -B); when set, the
+	// page and /metrics ask for HTTP basic authentication (/healthz does
+	// not, for load balancers).
+	AuthFile string `toml:"auth_file"`
+	// RecentSessions is how many sessions the page of recent decisions
+	// keeps in memory.
+	RecentSessions int `toml:"recent_sessions"`
+}
+
 // Default returns the built-in configuration every file starts from.
 func Default() *Config {
 	host, _ := os.Hostname()
@@ -410,6 +428,7 @@ func Default() *Config {
 			GreetPassTTL: Duration(24 * time.Hour),
 			HalfLife:     Duration(7 * 24 * time.Hour),
 		},
-		Log: Log{Path: "-", Level: LevelInfo},
+		Log:   Log{Path: "-", Level: LevelInfo},
+		Admin: Admin{RecentSessions: 1000},
 	}
 }

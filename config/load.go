@@ -253,6 +253,19 @@ func (c *Config) validate() []error {
 			bad("message.spool_dir", "message.spool_dir %q is not a directory", c.Message.SpoolDir)
 		}
 	}
+	if a := c.Admin.Listen; a != "" {
+		host, _, err := net.SplitHostPort(a)
+		ip, perr := netip.ParseAddr(host)
+		switch {
+		case err != nil:
+			bad("admin.listen", "admin.listen %q is not host:port", a)
+		case !c.Admin.AllowRemote && (host == "" || (perr == nil && !ip.IsLoopback()) || (perr != nil && host != "localhost")):
+			bad("admin.listen", "admin.listen %q is not a loopback address (set admin.allow_remote, and admin.auth_file)", a)
+		}
+	}
+	if c.Admin.RecentSessions < 1 {
+		bad("admin.recent_sessions", "admin.recent_sessions must be at least 1")
+	}
 	if c.Log.Path == "" {
 		bad("log.path", "log.path is empty (use \"-\" for standard output)")
 	}

@@ -2,11 +2,13 @@ package dnsbl
 
 import (
 	"context"
+	"iter"
 	"strings"
 	"time"
 
 	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
+	"github.com/mxguard/mxguard/metrics"
 	"github.com/mxguard/mxguard/resolver"
 )
 
@@ -28,7 +30,7 @@ var Spec = checks.Spec{
 		if c == nil || err != nil {
 			return nil, err
 		}
-		return &ipCheck{c: c, wait: 2*dnsTimeout(env.Config) + time.Second}, nil
+		return &ipCheck{c: c, m: env.Metrics, wait: 2*dnsTimeout(env.Config) + time.Second}, nil
 	},
 }
 
@@ -43,7 +45,7 @@ var DomainSpec = checks.Spec{
 		if c == nil || err != nil {
 			return nil, err
 		}
-		return domainCheck{c}, nil
+		return domainCheck{c, env.Metrics}, nil
 	},
 }
 
@@ -86,6 +88,7 @@ func newChecker(env *checks.Env, sites, domainSites []string, key string) (*Chec
 // ipCheck is the address lists as a check.
 type ipCheck struct {
 	c    *Checker
+	m    *metrics.Metrics
 	wait time.Duration // bounds the look-up started at connect
 }
 
@@ -114,15 +117,46 @@ func (k *ipCheck) Start(s *checks.Session) {
 // Run collects the look-up, waiting for it if need be (bounded by the
 // checker's timeout).
 func (k *ipCheck) Run(ctx context.Context, _ checks.Stage, s *checks.Session) []checks.Result {
-	ch, ok := checks.Get(s, pending)
-	if !ok {
-		return k.c.CheckIP(ctx, s.Client.Addr()).Results()
+	var v *Verdict
+	if ch, ok := checks.Get(s, pending); ok {
+		v = <-ch
+	} else {
+		v = k.c.CheckIP(ctx, s.Client.Addr())
 	}
-	return (<-ch).Results()
+	return v.results(k.m)
+}
+
+func (k *ipCheck) ListHealth() iter.Seq2[string, bool] { return k.c.health() }
+
+// results reports v, counting its hits per list.
+func (v *Verdict) results(m *metrics.Metrics) []checks.Result {
+	for _, h := range v.Hits {
+		m.DNSBLHit(h.Name)
+	}
+	return v.Results()
+}
+
+// health yields each list's name and whether its self-test passes.
+func (c *Checker) health() iter.Seq2[string, bool] {
+	return func(yield func(string, bool) bool) {
+		for _, zs := range [][]*zone{c.ipZones, c.domainZones} {
+			for _, z := range zs {
+				up := !z.broken[famIPv4].Load() && (!c.ipv6 || z.domain || !z.broken[famIPv6].Load())
+				if !yield(z.display, up) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // domainCheck is the domain lists as a check.
-type domainCheck struct{ c *Checker }
+type domainCheck struct {
+	c *Checker
+	m *metrics.Metrics
+}
+
+func (k domainCheck) ListHealth() iter.Seq2[string, bool] { return k.c.health() }
 
 func (k domainCheck) Open()  { k.c.Start() }
 func (k domainCheck) Close() { k.c.Close() }
@@ -133,10 +167,10 @@ func (k domainCheck) Run(ctx context.Context, at checks.Stage, s *checks.Session
 		if outcome, _, lit := checks.Classify(s.HELO); outcome != "" || lit.IsValid() {
 			return nil
 		}
-		return k.c.CheckDomain(ctx, strings.TrimSuffix(s.HELO, "."), "helo").Results()
+		return k.c.CheckDomain(ctx, strings.TrimSuffix(s.HELO, "."), "helo").results(k.m)
 	}
 	if d := checks.Domain(*s.From); d != "" {
-		return k.c.CheckDomain(ctx, d, "sender").Results()
+		return k.c.CheckDomain(ctx, d, "sender").results(k.m)
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
+	"github.com/mxguard/mxguard/metrics"
 	"github.com/mxguard/mxguard/registry"
 	"github.com/mxguard/mxguard/rules"
 )
@@ -30,6 +31,7 @@ type Pipeline struct {
 
 	cfg     *config.Config
 	memory  checks.Memory
+	metrics *metrics.Metrics
 	checks  []*check             // built and switched on, in registry order
 	byStage [][]*check           // indexed by checks.Stage
 	waits   []*check             // greeting tests: they need the banner held
@@ -50,11 +52,14 @@ func Known() rules.Known {
 }
 
 // New builds the pipeline of cfg: the rules, and every registered check
-// from its block of cfg. res and mem may be nil (no DNS, no memory).
-func New(cfg *config.Config, res checks.Resolver, mem checks.Memory, log *slog.Logger) (*Pipeline, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+// from its block of cfg, with what env provides (any of it may be nil: no
+// DNS, no memory, no log, no metrics).
+func New(cfg *config.Config, env checks.Env) (*Pipeline, error) {
+	if env.Log == nil {
+		env.Log = slog.New(slog.DiscardHandler)
 	}
+	env.Config = cfg
+	res, mem := env.Resolver, env.Memory
 	policy, err := rules.Load(cfg, Known())
 	if err != nil {
 		return nil, err
@@ -65,12 +70,12 @@ func New(cfg *config.Config, res checks.Resolver, mem checks.Memory, log *slog.L
 		Resolver: res,
 		cfg:      cfg,
 		memory:   mem,
+		metrics:  env.Metrics,
 		byStage:  make([][]*check, checks.AtData+1),
 		passes:   map[checks.Name]bool{},
 	}
-	env := &checks.Env{Config: cfg, Resolver: res, Log: log, Memory: mem}
 	for _, spec := range registry.All {
-		run, err := spec.New(env)
+		run, err := spec.New(&env)
 		if err != nil {
 			return nil, err
 		}
@@ -93,13 +98,27 @@ func New(cfg *config.Config, res checks.Resolver, mem checks.Memory, log *slog.L
 	return p, nil
 }
 
-// Start begins the checks' background work (the DNS lists' self-test).
+// Start begins the checks' background work (the DNS lists' self-test),
+// and points the list-health metric at this pipeline's lists.
 func (p *Pipeline) Start() {
+	var lists []checks.Lists
 	for _, c := range p.checks {
 		if o, ok := c.run.(checks.Closer); ok {
 			o.Open()
 		}
+		if l, ok := c.run.(checks.Lists); ok {
+			lists = append(lists, l)
+		}
 	}
+	p.metrics.SetDNSBLZones(func(yield func(string, bool) bool) {
+		for _, l := range lists {
+			for zone, up := range l.ListHealth() {
+				if !yield(zone, up) {
+					return
+				}
+			}
+		}
+	})
 }
 
 // Close stops it. Sessions still running under p may go on using it.

@@ -270,7 +270,9 @@ func (s *Session) stage(ctx context.Context, at checks.Stage) Decision {
 		if s.skipped(c, matched) || (c.spec.Greeting && !s.facts.Waited && len(s.facts.Early) == 0) {
 			continue
 		}
+		began := time.Now()
 		rs := c.run.Run(ctx, at, &s.facts)
+		s.p.metrics.CheckDuration(string(c.spec.Name), time.Since(began))
 		if c.passTTL > 0 && at == checks.AtCommand {
 			if s.ran == nil {
 				s.ran = map[checks.Name]bool{}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
 	"github.com/mxguard/mxguard/message"
 	"github.com/mxguard/mxguard/rules"
@@ -28,7 +29,7 @@ func newPipeline(t *testing.T, rulesTOML string) *Pipeline {
 		os.WriteFile(p, []byte(rulesTOML), 0o644)
 		cfg.Rules = []string{p}
 	}
-	p, err := New(cfg, nil, nil, nil)
+	p, err := New(cfg, checks.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/checks"
+	"github.com/mxguard/mxguard/metrics"
 	"github.com/mxguard/mxguard/pipeline"
 )
 
@@ -56,6 +57,7 @@ func (s *Server) greet(c *conn) bool {
 	}
 	switch {
 	case n > 0:
+		c.rt.Shared.Metrics.Connection(metrics.Pregreet)
 		// What an early talker sent is replayed to go-smtp: the wire reads
 		// it first.
 		c.buf = append([]byte(nil), buf[:n]...)
@@ -68,6 +70,7 @@ func (s *Server) greet(c *conn) bool {
 		// A patient client, or one a DNS allowlist let go early.
 		return s.connected(c, pipeline.Greeting{Waited: true})
 	default:
+		c.rt.Shared.Metrics.Connection(metrics.Dropped)
 		c.hangup = "greeting"
 		c.Close()
 		return false
@@ -83,6 +86,9 @@ func (s *Server) connected(c *conn, g pipeline.Greeting) bool {
 	c.logWould(d)
 	if !d.Refuse {
 		return true
+	}
+	if d.Check != checks.PregreetName {
+		c.rt.Shared.Metrics.Connection(metrics.Refused)
 	}
 	c.refuse(d, "", "")
 	c.dropWith(d.Reply.String())

@@ -19,6 +19,7 @@ import (
 // refuse writes the "refused" record, and counts the refusal.
 func (c *conn) refuse(d rules.Decision, from, rcpt string) {
 	c.refusals = append(c.refusals, d.Check)
+	c.rt.Shared.Metrics.Refusal(string(d.Check), d.Rule, d.At.String(), d.Action.String())
 	c.lastReply = d.Reply.String()
 	c.srv.log.LogAttrs(context.Background(), slog.LevelInfo, "refused", c.decisionAttrs(d.At, d.Verdict, d.Reply, from, rcpt)...)
 }

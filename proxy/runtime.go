@@ -6,6 +6,7 @@ import (
 
 	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
+	"github.com/mxguard/mxguard/metrics"
 	"github.com/mxguard/mxguard/pipeline"
 	"github.com/mxguard/mxguard/proxy/backend"
 )
@@ -24,8 +25,9 @@ type Runtime struct {
 // Shared is what outlives a reload: the DNS cache and the memory of
 // clients. A reload builds a new Runtime around the same Shared.
 type Shared struct {
-	Resolver checks.Resolver // nil: no DNS-based checks
-	Memory   checks.Memory   // nil: no memory of clients
+	Resolver checks.Resolver  // nil: no DNS-based checks
+	Memory   checks.Memory    // nil: no memory of clients
+	Metrics  *metrics.Metrics // nil: none recorded
 }
 
 // methods maps the validated client_identity to the backend's method.
@@ -40,7 +42,7 @@ var methods = map[config.Identity]backend.Method{
 // config has validated. Call Start before serving with it and Close when it
 // is replaced.
 func NewRuntime(cfg *config.Config, sh Shared, log *slog.Logger) (*Runtime, error) {
-	p, err := pipeline.New(cfg, sh.Resolver, sh.Memory, log)
+	p, err := pipeline.New(cfg, checks.Env{Resolver: sh.Resolver, Memory: sh.Memory, Log: log, Metrics: sh.Metrics})
 	if err != nil {
 		return nil, err
 	}

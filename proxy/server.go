@@ -20,6 +20,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/mxguard/mxguard/config"
+	"github.com/mxguard/mxguard/metrics"
 	"github.com/pires/go-proxyproto"
 )
 
@@ -59,6 +60,9 @@ func New(rt *Runtime, logger *slog.Logger) *Server {
 	s.fronts = []*front{s.front}
 	return s
 }
+
+// Open returns how many client connections are open.
+func (s *Server) Open() int { return s.lim.open() }
 
 // Runtime returns the configuration new sessions start under.
 func (s *Server) Runtime() *Runtime { return s.rt.Load() }
@@ -253,6 +257,7 @@ func (s *Server) handle(nc net.Conn) {
 		if full {
 			why = limitSlots
 		}
+		rt.Shared.Metrics.Connection(metrics.Limit)
 		reply := "421 4.7.0 " + rt.Cfg.Hostname + " Error: " + why + ", try again later"
 		s.log.Warn("refused", "client", clientString(client), "stage", "connect", "action", "tempfail",
 			"rule", "limit", "check", string(limitCheck), "reason", why, "open", s.lim.open(), "reply", reply)
@@ -324,6 +329,7 @@ func (s *Server) handoff(c *conn) {
 			return
 		}
 		if f.ln.push(c) {
+			c.rt.Shared.Metrics.Connection(metrics.Accepted)
 			return
 		}
 		// f was replaced by a reload meanwhile: try the new one.

@@ -111,14 +111,14 @@ func (c *conn) relayMail() error {
 	if err := c.dial(); err != nil {
 		return err
 	}
-	_, err := c.be.Mail(c.from, mailParams(c.mail))
+	err := c.backendMail()
 	var re *backend.ReplyError
 	if err != nil && kept && !errors.As(err, &re) {
 		c.closeBackend()
 		if err := c.dial(); err != nil {
 			return err
 		}
-		_, err = c.be.Mail(c.from, mailParams(c.mail))
+		err = c.backendMail()
 	}
 	if err != nil {
 		return c.backendError("mail", err)
@@ -147,7 +147,10 @@ func (c *conn) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if c.be == nil {
 		return c.ours(errLost)
 	}
-	if _, err := c.be.Rcpt(to, rcptParams(opts)); err != nil {
+	began := time.Now()
+	rep, err := c.be.Rcpt(to, rcptParams(opts))
+	c.timed("rcpt", began, rep)
+	if err != nil {
 		return c.backendError("rcpt", err)
 	}
 	c.rcpts++
@@ -185,7 +188,9 @@ func (c *conn) Data(r io.Reader) error {
 	if c.be == nil || !c.open {
 		return c.ours(errLost)
 	}
+	began := time.Now()
 	rep, err := c.be.Data(ctx, prep.Reader(spool, c.received()))
+	c.timed("data", began, rep)
 	// A refusal of the DATA command itself leaves the backend's transaction
 	// open (the next one must begin with RSET); after the final dot it is
 	// over, whatever the reply.
@@ -195,6 +200,7 @@ func (c *conn) Data(r io.Reader) error {
 		return c.backendError("data", err)
 	}
 	c.accepted++
+	c.rt.Shared.Metrics.MessageRelayed()
 	c.errors, c.junk = 0, 0 // the limits count errors made without delivering mail
 	c.lastReply = rep.String()
 	c.relayed(d, spool.Size(), rep.String())
@@ -266,12 +272,31 @@ func (c *conn) dial() error {
 		DestAddr: c.local.Addr().AsSlice(),
 		DestPort: int(c.local.Port()),
 	}
+	began := time.Now()
 	be, err := backend.Dial(ctx, c.rt.Backend, id)
+	c.rt.Shared.Metrics.BackendDuration("connect", time.Since(began))
 	if err != nil {
 		return c.backendError("connect", err)
 	}
 	c.be = be
 	return nil
+}
+
+// backendMail opens the backend's transaction.
+func (c *conn) backendMail() error {
+	began := time.Now()
+	rep, err := c.be.Mail(c.from, mailParams(c.mail))
+	c.timed("mail", began, rep)
+	return err
+}
+
+// timed records a backend reply and how long it took.
+func (c *conn) timed(stage string, began time.Time, rep *backend.Reply) {
+	m := c.rt.Shared.Metrics
+	m.BackendDuration(stage, time.Since(began))
+	if rep != nil && !rep.Local {
+		m.BackendReply(stage, rep.Code)
+	}
 }
 
 func (c *conn) closeBackend() {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
+	"github.com/mxguard/mxguard/metrics"
 	"github.com/mxguard/mxguard/rules"
 )
 
@@ -111,5 +112,6 @@ func (c *conn) shed(at checks.Stage) {
 		fmt.Sprintf("shed: silent %.1fs before MAIL while every connection slot was taken (limits.max_connections)", idle.Seconds()),
 		reply, true), "", "")
 	c.hangup = "shed"
+	c.rt.Shared.Metrics.Connection(metrics.Shed)
 	c.dropWith(reply.String())
 }

@@ -12,8 +12,11 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/mxguard/mxguard/admin"
 	"github.com/mxguard/mxguard/config"
+	"github.com/mxguard/mxguard/decisionlog"
 	"github.com/mxguard/mxguard/internal/sdnotify"
+	"github.com/mxguard/mxguard/metrics"
 	"github.com/mxguard/mxguard/proxy"
 	"github.com/mxguard/mxguard/reputation"
 	"github.com/mxguard/mxguard/resolver"
@@ -52,14 +55,18 @@ func serve(path string, stderr io.Writer) int {
 	defer out.Close()
 	level := new(slog.LevelVar)
 	level.Set(logLevel(cfg.Log.Level))
-	logger := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level}))
+	// The decision log goes to its file and, for the admin page, into a
+	// ring of the recent sessions.
+	recent := decisionlog.NewRecent(cfg.Admin.RecentSessions)
+	logger := slog.New(recent.Handler(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level})))
+	m := metrics.New(versionString())
 
 	res, err := newResolver(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, cfg.Errorf([]string{"dns"}, "%v", err))
 		return 1
 	}
-	shared := proxy.Shared{Resolver: res, Memory: newReputation(cfg)}
+	shared := proxy.Shared{Resolver: res, Memory: newReputation(cfg), Metrics: m}
 	rt, err := proxy.NewRuntime(cfg, shared, logger)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -67,10 +74,23 @@ func serve(path string, stderr io.Writer) int {
 	}
 	rt.Start()
 	srv := proxy.New(rt, logger)
+	watch(m, srv, res)
+	adm, err := admin.Start(admin.Options{
+		Listen: cfg.Admin.Listen, AllowRemote: cfg.Admin.AllowRemote, AuthFile: cfg.Admin.AuthFile,
+		Recent: recent, Registry: m.Registry(), Log: logger,
+		// Ready when a configuration is loaded and the backend answers.
+		Ready: func(ctx context.Context) error { return admin.ProbeSMTP(ctx, srv.Runtime().Cfg.Backend.Address) },
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, cfg.Errorf([]string{"admin"}, "admin: %v", err))
+		return 1
+	}
+	defer adm.Close()
 	if err := srv.ListenAndServe(); err != nil {
 		fmt.Fprintf(stderr, "mxguard: %v\n", err)
 		return 1
 	}
+	m.ConfigLoaded()
 	logger.Info("started", "version", versionString(), "config", path, "hostname", cfg.Hostname,
 		"backend", cfg.Backend.Address, "client_identity", string(cfg.Backend.ClientIdentity))
 	sd := sdnotify.New(func(err error) { logger.Warn("telling systemd failed", "err", err.Error()) })
@@ -82,6 +102,7 @@ func serve(path string, stderr io.Writer) int {
 			out.Reopen() // after logrotate
 			cur := srv.Runtime()
 			next, err := reload(path, cur, logger)
+			m.ConfigReloaded(err == nil)
 			if err != nil {
 				logger.Error("reload failed, keeping the running config", "config", path, "err", err.Error())
 				sd.Ready("reload failed, still running the previous config: " + err.Error())
@@ -90,6 +111,9 @@ func serve(path string, stderr io.Writer) int {
 			level.Set(logLevel(next.Cfg.Log.Level))
 			next.Start()
 			srv.Reload(next)
+			if r, ok := next.Shared.Resolver.(*resolver.Resolver); ok {
+				watch(m, srv, r)
+			}
 			cur.Close() // its sessions in flight go on
 			logger.Info("reloaded", "config", path)
 			sd.Ready("reloaded " + path)
@@ -108,6 +132,13 @@ func serve(path string, stderr io.Writer) int {
 		return 0
 	}
 	return 0
+}
+
+// watch points the metrics read at scrape time at the server and resolver.
+func watch(m *metrics.Metrics, srv *proxy.Server, res *resolver.Resolver) {
+	m.SetOpenConnections(srv.Open)
+	m.SetStress(srv.Stressed)
+	m.SetDNSCache(func() (uint64, uint64) { st := res.Stats(); return st.Hits, st.Misses })
 }
 
 // reload builds a runtime from the file at path. The DNS cache and the

@@ -93,7 +93,7 @@ func testSession(o testOptions, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	p, err := pipeline.New(cfg, res, nil, nil)
+	p, err := pipeline.New(cfg, checks.Env{Resolver: res})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
