@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/internal/testsrv"
 )
 
 // fakeSMTP answers each connection with greeting and records whether
@@ -87,7 +87,7 @@ func TestProbeSMTPRefused(t *testing.T) {
 
 // TestProbeMailsink: against the in-process backend the other tests use.
 func TestProbeMailsink(t *testing.T) {
-	s := mailsink.StartT(t, nil)
+	s := testsrv.Sink(t, nil)
 	if err := ProbeSMTP(context.Background(), s.Addr()); err != nil {
 		t.Error(err)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/miekg/dns"
 
-	"github.com/mxguard/mxguard/internal/dnsfixture"
+	"github.com/mxguard/mxguard/zonedns"
 )
 
 // dkimKeys are made once per test binary: RSA-2048 takes a while.
@@ -113,8 +113,8 @@ func dkimSign(t testing.TB, msg, domain, selector string, key crypto.Signer, can
 func TestDKIM(t *testing.T) {
 	k := dkimKeys()
 	res, srv := authFixture(t, dkimZone())
-	srv.SetFault("slow._domainkey.example.test", dnsfixture.Fault{Drop: true})
-	srv.SetFault("broken._domainkey.example.test", dnsfixture.Fault{Rcode: dns.RcodeServerFailure})
+	srv.SetFault("slow._domainkey.example.test", zonedns.Fault{Drop: true})
+	srv.SetFault("broken._domainkey.example.test", zonedns.Fault{Rcode: dns.RcodeServerFailure})
 	d := &DKIM{Resolver: res}
 
 	sign := func(msg, sel string, key crypto.Signer) string {

@@ -6,7 +6,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/mxguard/mxguard/internal/dnsfixture"
+	"github.com/mxguard/mxguard/zonedns"
 )
 
 const dmarcZone = `
@@ -39,9 +39,9 @@ $ORIGIN nopolicy.test.
 
 func TestDMARC(t *testing.T) {
 	res, srv := authFixture(t, dmarcZone)
-	srv.SetFault("_dmarc.slow.example.test", dnsfixture.Fault{Drop: true})
-	srv.SetFault("_dmarc.broken.example.test", dnsfixture.Fault{Rcode: dns.RcodeServerFailure})
-	srv.SetFault("_dmarc.slow.test", dnsfixture.Fault{Drop: true})
+	srv.SetFault("_dmarc.slow.example.test", zonedns.Fault{Drop: true})
+	srv.SetFault("_dmarc.broken.example.test", zonedns.Fault{Rcode: dns.RcodeServerFailure})
+	srv.SetFault("_dmarc.slow.test", zonedns.Fault{Drop: true})
 
 	spfr := func(result, domain string) SPFResult {
 		return SPFResult{Result: result, Domain: domain, Identity: "mailfrom"}

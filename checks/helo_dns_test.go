@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/testsrv"
+
 	"github.com/miekg/dns"
-	"github.com/mxguard/mxguard/internal/dnsfixture"
 	"github.com/mxguard/mxguard/resolver"
+	"github.com/mxguard/mxguard/zonedns"
 )
 
 const heloZone = `
@@ -27,9 +29,9 @@ slow    A    192.0.2.10
 `
 
 func TestHELOForwardDNS(t *testing.T) {
-	srv := dnsfixture.StartT(t, heloZone)
-	srv.SetFault("broken.helo.test", dnsfixture.Fault{Rcode: dns.RcodeServerFailure})
-	srv.SetFault("slow.helo.test", dnsfixture.Fault{Drop: true})
+	srv := testsrv.DNS(t, heloZone)
+	srv.SetFault("broken.helo.test", zonedns.Fault{Rcode: dns.RcodeServerFailure})
+	srv.SetFault("slow.helo.test", zonedns.Fault{Drop: true})
 	res, err := resolver.New(resolver.Config{Servers: []string{srv.Addr()}, Timeout: 200 * time.Millisecond, Attempts: 1})
 	if err != nil {
 		t.Fatal(err)

@@ -8,18 +8,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/testsrv"
+
 	"github.com/miekg/dns"
 
-	"github.com/mxguard/mxguard/internal/dnsfixture"
 	"github.com/mxguard/mxguard/resolver"
+	"github.com/mxguard/mxguard/zonedns"
 )
 
 // authFixture serves zone on loopback and returns mxguard's resolver in
 // front of it, with short timeouts so that dropped questions fail fast.
 // The SPF, DKIM and DMARC tests share it.
-func authFixture(t testing.TB, zone string) (*resolver.Resolver, *dnsfixture.Server) {
+func authFixture(t testing.TB, zone string) (*resolver.Resolver, *zonedns.Server) {
 	t.Helper()
-	srv := dnsfixture.StartT(t, zone)
+	srv := testsrv.DNS(t, zone)
 	res, err := resolver.New(resolver.Config{
 		Servers:  []string{srv.Addr()},
 		Timeout:  250 * time.Millisecond,
@@ -101,8 +103,8 @@ func spfHosts(n int) string {
 
 func TestSPF(t *testing.T) {
 	res, srv := authFixture(t, spfZone)
-	srv.SetFault("slow.spf.test", dnsfixture.Fault{Drop: true})
-	srv.SetFault("broken.spf.test", dnsfixture.Fault{Rcode: dns.RcodeServerFailure})
+	srv.SetFault("slow.spf.test", zonedns.Fault{Drop: true})
+	srv.SetFault("broken.spf.test", zonedns.Fault{Rcode: dns.RcodeServerFailure})
 	s := &SPF{Resolver: res, Timeout: 2 * time.Second}
 	client := netip.MustParseAddr("192.0.2.1")
 
@@ -219,8 +221,8 @@ func TestSPFHELO(t *testing.T) {
 
 // Timeout bounds the evaluation even when the resolver would wait longer.
 func TestSPFTimeout(t *testing.T) {
-	srv := dnsfixture.StartT(t, spfZone)
-	srv.SetFault("slow.spf.test", dnsfixture.Fault{Drop: true})
+	srv := testsrv.DNS(t, spfZone)
+	srv.SetFault("slow.spf.test", zonedns.Fault{Drop: true})
 	res, err := resolver.New(resolver.Config{Servers: []string{srv.Addr()}, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)

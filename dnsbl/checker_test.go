@@ -13,12 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/testsrv"
+
 	"github.com/miekg/dns"
 
 	"github.com/mxguard/mxguard/checks"
-	"github.com/mxguard/mxguard/internal/dnsfixture"
 	"github.com/mxguard/mxguard/internal/smtptest"
 	"github.com/mxguard/mxguard/resolver"
+	"github.com/mxguard/mxguard/zonedns"
 )
 
 // zoneBuilder writes fixture records for list entries. The records live
@@ -121,7 +123,7 @@ func (s *syncBuffer) count(words ...string) int {
 
 type env struct {
 	c   *Checker
-	fx  *dnsfixture.Server
+	fx  *zonedns.Server
 	r   *resolver.Resolver
 	log *syncBuffer
 }
@@ -130,7 +132,7 @@ type env struct {
 // caching resolver (rcfg may change that).
 func setup(t testing.TB, zone string, cfg Config, rcfg resolver.Config) *env {
 	t.Helper()
-	fx := dnsfixture.StartT(t, zone)
+	fx := testsrv.DNS(t, zone)
 	rcfg.Servers = []string{fx.Addr()}
 	if rcfg.Timeout == 0 {
 		rcfg.Timeout = 5 * time.Second // longer than the checks: the checker's deadline must be what ends them
@@ -426,8 +428,8 @@ func TestTimeout(t *testing.T) {
 	cfg.Timeout = 300 * time.Millisecond
 	e := setup(t, z, cfg, resolver.Config{})
 	e.c.Start()
-	e.fx.SetFault(rev(t, "192.0.2.1")+"slow.test", dnsfixture.Fault{Drop: true})
-	e.fx.SetFault(rev(t, "192.0.2.1")+"bl.test", dnsfixture.Fault{Rcode: dns.RcodeServerFailure})
+	e.fx.SetFault(rev(t, "192.0.2.1")+"slow.test", zonedns.Fault{Drop: true})
+	e.fx.SetFault(rev(t, "192.0.2.1")+"bl.test", zonedns.Fault{Rcode: dns.RcodeServerFailure})
 
 	before := runtime.NumGoroutine()
 	start := time.Now()

@@ -8,8 +8,8 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/mxguard/mxguard/internal/dnsfixture"
 	"github.com/mxguard/mxguard/resolver"
+	"github.com/mxguard/mxguard/zonedns"
 )
 
 // healthZone has one good list and one broken in each way the self-test
@@ -39,7 +39,7 @@ var healthConfig = Config{
 func TestSelfTest(t *testing.T) {
 	// No cache, so that fixture changes show at once.
 	e := setup(t, healthZone(t), healthConfig, resolver.Config{CacheSize: -1})
-	e.fx.SetFault("2.0.0.127.down.test", dnsfixture.Fault{Rcode: dns.RcodeServerFailure})
+	e.fx.SetFault("2.0.0.127.down.test", zonedns.Fault{Rcode: dns.RcodeServerFailure})
 	e.c.Start()
 
 	broken := []struct{ zone, why string }{
@@ -128,7 +128,7 @@ func TestSelfTestLoop(t *testing.T) {
 			}
 		}
 	}
-	e.fx.SetFault("2.0.0.127.good.test", dnsfixture.Fault{Rcode: dns.RcodeRefused})
+	e.fx.SetFault("2.0.0.127.good.test", zonedns.Fault{Rcode: dns.RcodeRefused})
 	waitFor("broken zone", z.broken[famIPv4].Load)
 	if v := e.c.CheckIP(t.Context(), netip.MustParseAddr("192.0.2.1")); v.Score != 0 {
 		t.Errorf("broken zone used: %+v", v)
@@ -153,7 +153,7 @@ func TestSelfTestLoop(t *testing.T) {
 func TestCloseDuringStart(t *testing.T) {
 	cfg := Config{Sites: []string{"good.test"}, SelfTestInterval: time.Hour, Timeout: 10 * time.Second}
 	e := setup(t, healthZone(t), cfg, resolver.Config{})
-	e.fx.SetFault("2.0.0.127.good.test", dnsfixture.Fault{Drop: true})
+	e.fx.SetFault("2.0.0.127.good.test", zonedns.Fault{Drop: true})
 	done := make(chan struct{})
 	go func() {
 		e.c.Start()

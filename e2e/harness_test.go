@@ -21,10 +21,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/testsrv"
+
 	"github.com/pires/go-proxyproto"
 
 	"github.com/mxguard/mxguard/config"
-	"github.com/mxguard/mxguard/internal/dnsfixture"
 	"github.com/mxguard/mxguard/internal/realmta"
 	"github.com/mxguard/mxguard/internal/smtptest"
 	"github.com/mxguard/mxguard/proxy"
@@ -70,7 +71,7 @@ type mxguard struct {
 
 func startMxguard(t *testing.T, backend string, identity config.Identity) *mxguard {
 	t.Helper()
-	dns := dnsfixture.StartT(t, zone)
+	dns := testsrv.DNS(t, zone)
 	cfg := config.Default()
 	cfg.Path = "(e2e)"
 	cfg.Hostname = "mx.mxguard.test"

@@ -83,7 +83,7 @@ func BenchmarkSink(b *testing.B) {
 func benchServer(b *testing.B) *Server {
 	// The benchmarks call Reset every 1024 messages so that memory does not
 	// grow with b.N.
-	return StartT(b, &Server{ReadTimeout: 10 * time.Second})
+	return startT(b, &Server{ReadTimeout: 10 * time.Second})
 }
 
 func benchSession(b *testing.B, pipelined bool) {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/mailsink"
 )
 
 // A backend that refuses one recipient with a multi-line reply and hangs up

@@ -17,7 +17,7 @@ import (
 )
 
 func TestProtocolBasics(t *testing.T) {
-	s := StartT(t, nil)
+	s := startT(t, nil)
 	c := dial(t, s.Addr())
 	if g := c.expect("220 "); g != "220 sink.test ESMTP mailsink" {
 		t.Errorf("greeting %q", g)
@@ -92,7 +92,7 @@ func TestProtocolBasics(t *testing.T) {
 }
 
 func TestNetSMTPClient(t *testing.T) {
-	s := StartT(t, &Server{Hostname: "mx.test"})
+	s := startT(t, &Server{Hostname: "mx.test"})
 	body := "From: a@example.com\r\nSubject: t\r\n\r\n.leading dot\r\nhello\r\n"
 	if err := smtp.SendMail(s.Addr(), nil, "a@example.com", []string{"b@example.com", "c@example.com"}, []byte(body)); err != nil {
 		t.Fatal(err)
@@ -111,7 +111,7 @@ func TestNetSMTPClient(t *testing.T) {
 }
 
 func TestDataByteExact(t *testing.T) {
-	s := StartT(t, nil)
+	s := startT(t, nil)
 	c := dialGreet(t, s)
 	c.cmd("EHLO x", "250")
 	long := strings.Repeat("0123456789", 2000) // 20 000 bytes
@@ -156,7 +156,7 @@ func TestDataByteExact(t *testing.T) {
 }
 
 func TestXCLIENT(t *testing.T) {
-	s := StartT(t, &Server{XCLIENT: true})
+	s := startT(t, &Server{XCLIENT: true})
 	c := dialGreet(t, s)
 	ehlo := c.cmd("EHLO proxy.example", "250-")
 	if !strings.Contains(ehlo, "\n250-XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT REVERSE_NAME\n") &&
@@ -210,7 +210,7 @@ func TestProxyHeader(t *testing.T) {
 		{"v1", 1, src}, {"v2", 2, src}, {"v1-ipv6", 1, src6}, {"v2-ipv6", 2, src6},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := StartT(t, &Server{Proxy: ProxyRequired})
+			s := startT(t, &Server{Proxy: ProxyRequired})
 			c := dial(t, s.Addr())
 			dst := &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 25}
 			if tc.src == src6 {
@@ -236,7 +236,7 @@ func TestProxyHeader(t *testing.T) {
 		})
 	}
 	t.Run("v2-local", func(t *testing.T) {
-		s := StartT(t, &Server{Proxy: ProxyRequired})
+		s := startT(t, &Server{Proxy: ProxyRequired})
 		c := dial(t, s.Addr())
 		proxyproto.HeaderProxyFromAddrs(2, nil, nil).WriteTo(c.nc)
 		c.expect("220 ")
@@ -246,24 +246,24 @@ func TestProxyHeader(t *testing.T) {
 		}
 	})
 	t.Run("missing", func(t *testing.T) {
-		s := StartT(t, &Server{Proxy: ProxyRequired})
+		s := startT(t, &Server{Proxy: ProxyRequired})
 		c := dial(t, s.Addr())
 		c.send("EHLO x\r\n")
 		c.expectEOF()
 	})
 	t.Run("garbled", func(t *testing.T) {
-		s := StartT(t, &Server{Proxy: ProxyRequired})
+		s := startT(t, &Server{Proxy: ProxyRequired})
 		c := dial(t, s.Addr())
 		c.send("PROXY TCP4 nonsense\r\nEHLO x\r\n")
 		c.expectEOF()
 	})
 	t.Run("silent", func(t *testing.T) {
-		s := StartT(t, &Server{Proxy: ProxyRequired, ReadTimeout: 100 * time.Millisecond})
+		s := startT(t, &Server{Proxy: ProxyRequired, ReadTimeout: 100 * time.Millisecond})
 		c := dial(t, s.Addr())
 		c.expectEOF()
 	})
 	t.Run("not-expected", func(t *testing.T) {
-		s := StartT(t, nil)
+		s := startT(t, nil)
 		c := dialGreet(t, s)
 		proxyproto.HeaderProxyFromAddrs(1, src, &net.TCPAddr{IP: net.IPv4(1, 2, 3, 4), Port: 25}).WriteTo(c.nc)
 		c.expect("502 5.5.2 ")
@@ -271,7 +271,7 @@ func TestProxyHeader(t *testing.T) {
 }
 
 func TestActionMultilineReply(t *testing.T) {
-	s := StartT(t, &Server{Policy: PolicyFuncs{
+	s := startT(t, &Server{Policy: PolicyFuncs{
 		RcptFunc: func(si *SessionInfo, to string) *Action {
 			if to == "bad@example.com" {
 				return &Action{Reply: "550-5.1.1 <bad@example.com>: Recipient address rejected:\n550 5.1.1 User unknown"}
@@ -298,7 +298,7 @@ func TestActionMultilineReply(t *testing.T) {
 }
 
 func TestActionRefusals(t *testing.T) {
-	s := StartT(t, &Server{Policy: PolicyFuncs{
+	s := startT(t, &Server{Policy: PolicyFuncs{
 		MailFunc: func(si *SessionInfo, from string) *Action {
 			if from == "spam@example.com" {
 				return &Action{Reply: "451 4.7.1 Try again later"}
@@ -352,7 +352,7 @@ func TestActionRefusals(t *testing.T) {
 
 func TestActionDelay(t *testing.T) {
 	const d = 150 * time.Millisecond
-	s := StartT(t, &Server{Policy: PolicyFuncs{
+	s := startT(t, &Server{Policy: PolicyFuncs{
 		RcptFunc: func(*SessionInfo, string) *Action { return &Action{Delay: d} },
 	}})
 	c := dialGreet(t, s)
@@ -366,7 +366,7 @@ func TestActionDelay(t *testing.T) {
 
 func TestActionCloseAtDataEnd(t *testing.T) {
 	dir := t.TempDir()
-	s := StartT(t, &Server{Dir: dir, Policy: PolicyFuncs{
+	s := startT(t, &Server{Dir: dir, Policy: PolicyFuncs{
 		DataEndFunc: func(si *SessionInfo, m *Message) *Action {
 			if strings.HasPrefix(string(m.Data), "commit") {
 				return &Action{Close: true, Store: new(true)}
@@ -399,7 +399,7 @@ func TestActionCloseAtDataEnd(t *testing.T) {
 }
 
 func TestActionCloseAfter(t *testing.T) {
-	s := StartT(t, &Server{Policy: PolicyFuncs{
+	s := startT(t, &Server{Policy: PolicyFuncs{
 		DataEndFunc: func(*SessionInfo, *Message) *Action { return &Action{CloseAfter: true} },
 	}})
 	c := dialGreet(t, s)
@@ -413,7 +413,7 @@ func TestActionCloseAfter(t *testing.T) {
 }
 
 func TestActionCloseAtMailAndRcpt(t *testing.T) {
-	s := StartT(t, &Server{Policy: PolicyFuncs{
+	s := startT(t, &Server{Policy: PolicyFuncs{
 		MailFunc: func(_ *SessionInfo, from string) *Action {
 			return &Action{Close: from == "die@b", CloseAfter: from == "bye@b", Reply: "421 4.3.2 going down"}
 		},
@@ -428,7 +428,7 @@ func TestActionCloseAtMailAndRcpt(t *testing.T) {
 }
 
 func TestActionCutMidData(t *testing.T) {
-	s := StartT(t, &Server{Policy: PolicyFuncs{
+	s := startT(t, &Server{Policy: PolicyFuncs{
 		DataStartFunc: func(*SessionInfo) *Action { return &Action{CutMidData: true} },
 	}})
 	c := dialGreet(t, s)
@@ -452,7 +452,7 @@ func TestActionCutMidData(t *testing.T) {
 }
 
 func TestMaxSize(t *testing.T) {
-	s := StartT(t, &Server{MaxSize: 100})
+	s := startT(t, &Server{MaxSize: 100})
 	c := dialGreet(t, s)
 	if ehlo := c.cmd("EHLO x", "250"); !strings.Contains(ehlo, "\n250-SIZE 100\n") {
 		t.Errorf("EHLO does not advertise SIZE 100:\n%s", ehlo)
@@ -475,7 +475,7 @@ func TestMaxSize(t *testing.T) {
 
 func TestDirStorage(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "mail")
-	s := StartT(t, &Server{Dir: dir})
+	s := startT(t, &Server{Dir: dir})
 	c := dialGreet(t, s)
 	c.cmd("EHLO client.example", "250")
 	const n = 5
@@ -524,7 +524,7 @@ func TestDirStorage(t *testing.T) {
 
 func TestDirWriteError(t *testing.T) {
 	dir := t.TempDir()
-	s := StartT(t, &Server{Dir: dir})
+	s := startT(t, &Server{Dir: dir})
 	os.RemoveAll(dir) // the server can no longer write there
 	c := dialGreet(t, s)
 	if rep := c.sendMail("a@b", "c@d", "x"); !strings.HasPrefix(rep, "451 4.3.0 ") {
@@ -536,7 +536,7 @@ func TestDirWriteError(t *testing.T) {
 }
 
 func TestPipelining(t *testing.T) {
-	s := StartT(t, nil)
+	s := startT(t, nil)
 	c := dial(t, s.Addr())
 	// Everything at once, even the message and QUIT (not allowed by RFC 2920,
 	// but buffered input must cope, as Postfix does).
@@ -558,7 +558,7 @@ func TestPipelining(t *testing.T) {
 // was pending are sent as soon as the server needs more input, even when a
 // partial line is buffered.
 func TestFlushBeforeBlocking(t *testing.T) {
-	s := StartT(t, nil)
+	s := startT(t, nil)
 	c := dialGreet(t, s)
 	c.send("NOOP\r\nNOOP\r\nNO")
 	c.expect("250 ")
@@ -568,7 +568,7 @@ func TestFlushBeforeBlocking(t *testing.T) {
 }
 
 func TestLongLines(t *testing.T) {
-	s := StartT(t, nil)
+	s := startT(t, nil)
 	c := dialGreet(t, s)
 	ok := "NOOP " + strings.Repeat("a", MaxLineLength-5)
 	c.cmd(ok, "250 ")
@@ -584,7 +584,7 @@ func TestLongLines(t *testing.T) {
 }
 
 func TestIdleTimeout(t *testing.T) {
-	s := StartT(t, &Server{ReadTimeout: 100 * time.Millisecond})
+	s := startT(t, &Server{ReadTimeout: 100 * time.Millisecond})
 	c := dialGreet(t, s)
 	c.cmd("EHLO x", "250")
 	c.cmd("MAIL FROM:<a@b>", "250")
@@ -610,7 +610,7 @@ func TestCloseWithStalledAction(t *testing.T) {
 			return nil
 		},
 	}}
-	StartT(t, s)
+	startT(t, s)
 	c1 := dialGreet(t, s)
 	c1.cmd("MAIL FROM:<a@b>", "250")
 	c1.cmd("RCPT TO:<c@d>", "250")
@@ -654,7 +654,7 @@ func TestCloseWithStalledAction(t *testing.T) {
 }
 
 func TestWaitMessages(t *testing.T) {
-	s := StartT(t, nil)
+	s := startT(t, nil)
 	start := time.Now()
 	msgs, err := s.WaitMessages(1, 100*time.Millisecond)
 	if err == nil || len(msgs) != 0 {
@@ -694,7 +694,7 @@ func TestWaitMessages(t *testing.T) {
 }
 
 func TestConcurrentClients(t *testing.T) {
-	s := StartT(t, &Server{Dir: t.TempDir()})
+	s := startT(t, &Server{Dir: t.TempDir()})
 	const clients, each = 8, 25
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
@@ -748,7 +748,7 @@ func TestIDs(t *testing.T) {
 }
 
 func TestCustomExtensions(t *testing.T) {
-	s := StartT(t, &Server{Extensions: []string{}, Hostname: "backend.test"})
+	s := startT(t, &Server{Extensions: []string{}, Hostname: "backend.test"})
 	c := dialGreet(t, s)
 	c.cmd("EHLO x", "250 backend.test")
 	c.cmd("MAIL FROM:<a@b> BODY=8BITMIME", "555 5.5.4 Unsupported option: BODY")
@@ -761,7 +761,7 @@ func TestSessionLogCap(t *testing.T) {
 	if testing.Short() {
 		t.Skip("sends many commands")
 	}
-	s := StartT(t, nil)
+	s := startT(t, nil)
 	c := dialGreet(t, s)
 	batch := strings.Repeat("NOOP\r\n", 1000)
 	for range MaxLogEntries/1000 + 1 {

@@ -13,7 +13,7 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/miekg/dns"
 	"github.com/mxguard/mxguard/config"
-	"github.com/mxguard/mxguard/internal/dnsfixture"
+	"github.com/mxguard/mxguard/zonedns"
 )
 
 // listZone is fixture data for DNS lists and sender authentication.
@@ -160,7 +160,7 @@ func TestRHSBLSender(t *testing.T) {
 
 func TestSPFRefusals(t *testing.T) {
 	h, _ := authHarness(t, nil)
-	h.dns.SetFault("flaky.test", dnsfixture.Fault{Rcode: dns.RcodeServerFailure})
+	h.dns.SetFault("flaky.test", zonedns.Fault{Rcode: dns.RcodeServerFailure})
 	for _, tc := range []struct {
 		from, reply string
 	}{

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/mailsink"
 )
 
 // With the backend down, the client gets 451 4.4.1 at MAIL: it keeps the

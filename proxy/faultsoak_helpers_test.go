@@ -24,8 +24,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/mxguard/mxguard/internal/dnsfixture"
-	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/mailsink"
+	"github.com/mxguard/mxguard/zonedns"
 )
 
 // Timeouts of the soak. The backend's command timeout is short so that
@@ -575,13 +575,13 @@ func fsoakFlakyWorker(w int) bool { return w%4 == 1 }
 
 // dnsFault decides whether one HELO name or sender domain fails this time:
 // a quarter of the time, SERVFAIL twice as often as a timeout.
-func (r *fsoakRun) dnsFault(salt uint64, a, b int) *dnsfixture.Fault {
+func (r *fsoakRun) dnsFault(salt uint64, a, b int) *zonedns.Fault {
 	x := fsoakRand(r.p.seed, salt, uint64(a), uint64(b))
 	switch {
 	case x < 1.0/6:
-		return &dnsfixture.Fault{Rcode: dns.RcodeServerFailure}
+		return &zonedns.Fault{Rcode: dns.RcodeServerFailure}
 	case x < 1.0/4:
-		return &dnsfixture.Fault{Drop: true}
+		return &zonedns.Fault{Drop: true}
 	}
 	return nil
 }

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/config"
-	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/mailsink"
 )
 
 // TestFaultSoak sends many messages through mxguard while the backend and the

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/config"
-	"github.com/mxguard/mxguard/internal/dnsfixture"
-	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/mailsink"
 	"github.com/mxguard/mxguard/resolver"
+	"github.com/mxguard/mxguard/zonedns"
 )
 
 // Hostile input, the whole dialogue: the fuzzer's bytes are what a client
@@ -150,7 +150,7 @@ func FuzzMailRcptParams(f *testing.F) {
 // *testing.T of its own (it outlives each input), no memory of clients
 // (each input starts afresh), a log that is only watched for panics.
 type fuzzProxy struct {
-	dns  *dnsfixture.Server
+	dns  *zonedns.Server
 	sink *mailsink.Server
 	rt   *Runtime
 	srv  *Server
@@ -169,7 +169,7 @@ func startFuzzProxy() (p *fuzzProxy, err error) {
 			p.close()
 		}
 	}()
-	if p.dns, err = dnsfixture.New(testZone); err != nil {
+	if p.dns, err = zonedns.New(testZone); err != nil {
 		return p, err
 	}
 	if err = p.dns.Start("127.0.0.1:0"); err != nil {

@@ -14,12 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/testsrv"
+
 	"github.com/mxguard/mxguard/config"
-	"github.com/mxguard/mxguard/internal/dnsfixture"
-	"github.com/mxguard/mxguard/internal/mailsink"
 	"github.com/mxguard/mxguard/internal/smtptest"
+	"github.com/mxguard/mxguard/mailsink"
 	"github.com/mxguard/mxguard/reputation"
 	"github.com/mxguard/mxguard/resolver"
+	"github.com/mxguard/mxguard/zonedns"
 )
 
 // The fixture DNS every proxy test starts with. Clients connect from
@@ -43,7 +45,7 @@ $ORIGIN 127.in-addr.arpa.
 // fixture DNS server. Everything stops when the test ends.
 type harness struct {
 	t    *testing.T
-	dns  *dnsfixture.Server
+	dns  *zonedns.Server
 	sink *mailsink.Server
 	srv  *Server
 	cfg  *config.Config
@@ -82,12 +84,12 @@ func testConfig() *config.Config {
 func newHarness(t *testing.T, o harnessOpt) *harness {
 	t.Helper()
 	h := &harness{t: t, logs: &logBuffer{}}
-	h.dns = dnsfixture.StartT(t, testZone+o.zone)
+	h.dns = testsrv.DNS(t, testZone+o.zone)
 	h.sink = &mailsink.Server{Hostname: "backend.test", XCLIENT: true}
 	if o.sink != nil {
 		o.sink(h.sink)
 	}
-	mailsink.StartT(t, h.sink)
+	testsrv.Sink(t, h.sink)
 	h.cfg = testConfig()
 	h.cfg.Backend.Address = h.sink.Addr()
 	h.cfg.DNS.Resolvers = []string{h.dns.Addr()}

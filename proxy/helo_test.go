@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/config"
-	"github.com/mxguard/mxguard/internal/dnsfixture"
+	"github.com/mxguard/mxguard/zonedns"
 )
 
 func mustPrefix(s string) config.Prefix {
@@ -105,7 +105,7 @@ func TestStickyHELO(t *testing.T) {
 // A DNS timeout on the HELO name is a temporary refusal, never a pass or 5xx.
 func TestHELODNSTimeout(t *testing.T) {
 	h := newHarness(t, harnessOpt{})
-	h.dns.SetFault("slow.good.test", dnsfixture.Fault{Drop: true})
+	h.dns.SetFault("slow.good.test", zonedns.Fault{Drop: true})
 	start := time.Now()
 	c := h.greeted("127.0.0.2")
 	c.Cmd("EHLO slow.good.test", 250)

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/mxguard/mxguard/config"
-	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/mailsink"
 )
 
 // The backend learns the real client: XCLIENT attributes as Postfix gets

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/mailsink"
 )
 
 // Clean mail reaches the backend byte for byte: dot-stuffing undone, 8-bit

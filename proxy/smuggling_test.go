@@ -15,7 +15,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/mxguard/mxguard/config"
-	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/mailsink"
 )
 
 // SMTP smuggling (the 2023 reports against Postfix, Exim and Sendmail): a

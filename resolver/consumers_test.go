@@ -9,7 +9,7 @@ import (
 	"github.com/emersion/go-msgauth/dmarc"
 	"github.com/miekg/dns"
 
-	"github.com/mxguard/mxguard/internal/dnsfixture"
+	"github.com/mxguard/mxguard/zonedns"
 )
 
 // The libraries mxguard feeds this resolver to. (dkim.VerifyOptions
@@ -39,8 +39,8 @@ _dmarc.broken IN TXT "v=DMARC1; p=none"
 // failure" apart only by the *net.DNSError flags.
 func TestConsumers(t *testing.T) {
 	r, fx, _ := setup(t, authZone, Config{})
-	fx.SetFault("broken.auth.test", dnsfixture.Fault{Rcode: dns.RcodeServerFailure})
-	fx.SetFault("_dmarc.broken.auth.test", dnsfixture.Fault{Rcode: dns.RcodeServerFailure})
+	fx.SetFault("broken.auth.test", zonedns.Fault{Rcode: dns.RcodeServerFailure})
+	fx.SetFault("_dmarc.broken.auth.test", zonedns.Fault{Rcode: dns.RcodeServerFailure})
 	ip := net.ParseIP("192.0.2.10")
 
 	for _, c := range []struct {

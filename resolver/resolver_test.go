@@ -13,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/testsrv"
+
 	"github.com/miekg/dns"
 
-	"github.com/mxguard/mxguard/internal/dnsfixture"
+	"github.com/mxguard/mxguard/zonedns"
 )
 
 const testZone = `
@@ -68,9 +70,9 @@ func (c *clock) advance(d time.Duration) {
 
 // setup starts a fixture with zone and a resolver using it (unless
 // cfg names servers) on a fake clock.
-func setup(t testing.TB, zone string, cfg Config) (*Resolver, *dnsfixture.Server, *clock) {
+func setup(t testing.TB, zone string, cfg Config) (*Resolver, *zonedns.Server, *clock) {
 	t.Helper()
-	fx := dnsfixture.StartT(t, zone)
+	fx := testsrv.DNS(t, zone)
 	if cfg.Servers == nil {
 		cfg.Servers = []string{fx.Addr()}
 	}
@@ -352,7 +354,7 @@ func TestTruncatedRetriesOverTCP(t *testing.T) {
 	}
 
 	// A server that always truncates over UDP.
-	fx.SetFault("small.big.test", dnsfixture.Fault{Truncate: true})
+	fx.SetFault("small.big.test", zonedns.Fault{Truncate: true})
 	got, err = r.LookupTXT(t.Context(), "small.big.test")
 	if err != nil || !slices.Equal(got, []string{"hello"}) {
 		t.Errorf("LookupTXT = %q, %v", got, err)
@@ -365,7 +367,7 @@ func TestTruncatedRetriesOverTCP(t *testing.T) {
 func TestTimeout(t *testing.T) {
 	const timeout = 100 * time.Millisecond
 	r, fx, _ := setup(t, testZone, Config{Timeout: timeout, Attempts: 2})
-	fx.SetFault("www.example.test", dnsfixture.Fault{Drop: true})
+	fx.SetFault("www.example.test", zonedns.Fault{Drop: true})
 	for pass := range 2 { // timeouts are not cached
 		start := time.Now()
 		_, err := r.LookupIP(t.Context(), "ip4", "www.example.test")
@@ -390,7 +392,7 @@ func TestTimeout(t *testing.T) {
 // per-attempt timeout.
 func TestCallerDeadline(t *testing.T) {
 	r, fx, _ := setup(t, testZone, Config{Timeout: 10 * time.Second})
-	fx.SetFault("www.example.test", dnsfixture.Fault{Drop: true})
+	fx.SetFault("www.example.test", zonedns.Fault{Drop: true})
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -407,7 +409,7 @@ func TestCallerDeadline(t *testing.T) {
 func TestServerFailure(t *testing.T) {
 	for _, rcode := range []int{dns.RcodeServerFailure, dns.RcodeRefused} {
 		r, fx, _ := setup(t, testZone, Config{Attempts: 2})
-		fx.SetFault("www.example.test", dnsfixture.Fault{Rcode: rcode})
+		fx.SetFault("www.example.test", zonedns.Fault{Rcode: rcode})
 		for pass := range 2 { // not cached
 			_, err := r.Query(t.Context(), "www.example.test", dns.TypeA)
 			de, ok := err.(*net.DNSError)
@@ -434,18 +436,18 @@ func TestFailover(t *testing.T) {
 	dead := pc.LocalAddr().String()
 	pc.Close() // nothing listens there now: "connection refused"
 
-	good := dnsfixture.StartT(t, testZone)
+	good := testsrv.DNS(t, testZone)
 	for _, c := range []struct {
 		what     string
-		fault    dnsfixture.Fault
+		fault    zonedns.Fault
 		dead     bool
 		firstGot int // queries the first server sees
 	}{
-		{"dead", dnsfixture.Fault{}, true, 0},
-		{"timeout", dnsfixture.Fault{Drop: true}, false, 2},
-		{"SERVFAIL", dnsfixture.Fault{Rcode: dns.RcodeServerFailure}, false, 1},
+		{"dead", zonedns.Fault{}, true, 0},
+		{"timeout", zonedns.Fault{Drop: true}, false, 2},
+		{"SERVFAIL", zonedns.Fault{Rcode: dns.RcodeServerFailure}, false, 1},
 	} {
-		first := dnsfixture.StartT(t, testZone)
+		first := testsrv.DNS(t, testZone)
 		first.SetFault("www.example.test", c.fault)
 		addr := first.Addr()
 		if c.dead {
@@ -466,9 +468,9 @@ func TestFailover(t *testing.T) {
 	}
 
 	// When all fail, the error names the last server.
-	first := dnsfixture.StartT(t, testZone)
-	first.SetFault("www.example.test", dnsfixture.Fault{Rcode: dns.RcodeServerFailure})
-	good.SetFault("www.example.test", dnsfixture.Fault{Drop: true})
+	first := testsrv.DNS(t, testZone)
+	first.SetFault("www.example.test", zonedns.Fault{Rcode: dns.RcodeServerFailure})
+	good.SetFault("www.example.test", zonedns.Fault{Drop: true})
 	r, _, _ := setup(t, testZone, Config{Servers: []string{first.Addr(), good.Addr()}, Timeout: 50 * time.Millisecond})
 	_, err = r.LookupIP(t.Context(), "ip4", "www.example.test")
 	if de, ok := err.(*net.DNSError); !ok || !de.IsTimeout || de.Server != good.Addr() {
@@ -479,7 +481,7 @@ func TestFailover(t *testing.T) {
 func TestSingleflight(t *testing.T) {
 	r, fx, _ := setup(t, testZone, Config{})
 	// Keep the question in flight while the callers pile up.
-	fx.SetFault("www.example.test", dnsfixture.Fault{Delay: 100 * time.Millisecond})
+	fx.SetFault("www.example.test", zonedns.Fault{Delay: 100 * time.Millisecond})
 	const n = 100
 	start := make(chan struct{})
 	errs := make(chan error, n)
@@ -515,7 +517,7 @@ func TestSingleflight(t *testing.T) {
 func TestCancelOneCaller(t *testing.T) {
 	r, fx, _ := setup(t, testZone, Config{})
 	const delay = 500 * time.Millisecond
-	fx.SetFault("www.example.test", dnsfixture.Fault{Delay: delay})
+	fx.SetFault("www.example.test", zonedns.Fault{Delay: delay})
 
 	patient := make(chan error, 1)
 	go func() {
@@ -549,7 +551,7 @@ func TestCancelOneCaller(t *testing.T) {
 // goroutine is left behind.
 func TestCancelStopsQuery(t *testing.T) {
 	r, fx, _ := setup(t, testZone, Config{Timeout: time.Minute})
-	fx.SetFault("www.example.test", dnsfixture.Fault{Drop: true})
+	fx.SetFault("www.example.test", zonedns.Fault{Drop: true})
 	before := runtime.NumGoroutine()
 
 	ctx, cancel := context.WithCancel(t.Context())

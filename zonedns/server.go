@@ -1,9 +1,10 @@
-// Package dnsfixture is a small authoritative DNS server on loopback
-// that serves zones given as master-file text. Tests use it so they
-// never touch the real DNS, and "mxguard demo" uses it to run with
-// canned data. Faults (timeouts, SERVFAIL, delays, truncation) can be
+// Package zonedns is a small authoritative DNS server on loopback that
+// serves zones given as master-file text. It ships in the binary: "mxguard
+// demo" runs with its canned zone, and "mxguard test -zone" answers from a
+// zone file. Tests use it (through internal/testsrv) so they never touch
+// the real DNS. Faults (timeouts, SERVFAIL, delays, truncation) can be
 // switched on per name while it runs.
-package dnsfixture
+package zonedns
 
 import (
 	"errors"
@@ -67,7 +68,7 @@ func (s *Server) Start(addr string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.udp != nil || s.closed {
-		return errors.New("dnsfixture: server already started")
+		return errors.New("zonedns: server already started")
 	}
 	pc, l, err := listen(addr)
 	if err != nil {
@@ -92,7 +93,7 @@ func (s *Server) Start(addr string) error {
 			l.Close()
 			<-s.served
 			s.udp, s.tcp = nil, nil
-			return fmt.Errorf("dnsfixture: start: %v", err)
+			return fmt.Errorf("zonedns: start: %v", err)
 		}
 	}
 	s.addr = pc.LocalAddr().String()
@@ -104,12 +105,12 @@ func (s *Server) Start(addr string) error {
 func listen(addr string) (net.PacketConn, net.Listener, error) {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("dnsfixture: bad address %q: %v", addr, err)
+		return nil, nil, fmt.Errorf("zonedns: bad address %q: %v", addr, err)
 	}
 	for try := 0; ; try++ {
 		pc, err := net.ListenPacket("udp", addr)
 		if err != nil {
-			return nil, nil, fmt.Errorf("dnsfixture: %v", err)
+			return nil, nil, fmt.Errorf("zonedns: %v", err)
 		}
 		l, err := net.Listen("tcp", pc.LocalAddr().String())
 		if err == nil {
@@ -117,7 +118,7 @@ func listen(addr string) (net.PacketConn, net.Listener, error) {
 		}
 		pc.Close()
 		if port != "0" || try == 10 {
-			return nil, nil, fmt.Errorf("dnsfixture: %v", err)
+			return nil, nil, fmt.Errorf("zonedns: %v", err)
 		}
 	}
 }
@@ -169,10 +170,10 @@ func (s *Server) SetZone(zone string) error {
 func (s *Server) AddRR(rr string) error {
 	r, err := dns.NewRR(rr)
 	if err != nil {
-		return fmt.Errorf("dnsfixture: %w", err)
+		return fmt.Errorf("zonedns: %w", err)
 	}
 	if r == nil {
-		return fmt.Errorf("dnsfixture: no record in %q", rr)
+		return fmt.Errorf("zonedns: no record in %q", rr)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

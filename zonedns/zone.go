@@ -1,4 +1,4 @@
-package dnsfixture
+package zonedns
 
 import (
 	"fmt"
@@ -29,7 +29,7 @@ func parseZone(text string) ([]dns.RR, error) {
 	}
 	if err := zp.Err(); err != nil {
 		// The *dns.ParseError text carries "at line: L:C".
-		return nil, fmt.Errorf("dnsfixture: %w", err)
+		return nil, fmt.Errorf("zonedns: %w", err)
 	}
 	return rrs, nil
 }

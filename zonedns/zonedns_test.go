@@ -1,4 +1,4 @@
-package dnsfixture
+package zonedns
 
 import (
 	"errors"
@@ -63,7 +63,7 @@ func rdata(rrs []dns.RR) string {
 }
 
 func TestAnswers(t *testing.T) {
-	s := StartT(t, testZone)
+	s := testStart(t, testZone)
 	for _, c := range []struct {
 		name  string
 		qtype uint16
@@ -127,7 +127,7 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestEDNS0(t *testing.T) {
-	s := StartT(t, testZone)
+	s := testStart(t, testZone)
 	if r := exchange(t, "udp", s.Addr(), question("www.example.test.", dns.TypeA)); r.IsEdns0() != nil {
 		t.Error("reply to a plain query has OPT")
 	}
@@ -141,7 +141,7 @@ func TestTruncation(t *testing.T) {
 	for range 20 {
 		zone += `@ 300 IN TXT "` + strings.Repeat("x", 100) + "\"\n"
 	}
-	s := StartT(t, zone)
+	s := testStart(t, zone)
 	for _, c := range []struct {
 		net   string
 		edns  uint16
@@ -166,7 +166,7 @@ func TestTruncation(t *testing.T) {
 }
 
 func TestFaults(t *testing.T) {
-	s := StartT(t, testZone)
+	s := testStart(t, testZone)
 	const name = "www.example.test."
 
 	s.SetFault("WWW.example.test", Fault{Rcode: dns.RcodeServerFailure})
@@ -205,7 +205,7 @@ func TestFaults(t *testing.T) {
 }
 
 func TestDelayDoesNotBlock(t *testing.T) {
-	s := StartT(t, testZone)
+	s := testStart(t, testZone)
 	const delay = 300 * time.Millisecond
 	s.SetFault("www.example.test", Fault{Delay: delay})
 
@@ -283,7 +283,7 @@ func TestCloseReleasesPending(t *testing.T) {
 }
 
 func TestCounters(t *testing.T) {
-	s := StartT(t, testZone)
+	s := testStart(t, testZone)
 	exchange(t, "udp", s.Addr(), question("www.example.test.", dns.TypeA))
 	exchange(t, "tcp", s.Addr(), question("WWW.example.test.", dns.TypeA))
 	exchange(t, "udp", s.Addr(), question("www.example.test.", dns.TypeAAAA))
@@ -314,7 +314,7 @@ func TestCounters(t *testing.T) {
 }
 
 func TestChangeData(t *testing.T) {
-	s := StartT(t, testZone)
+	s := testStart(t, testZone)
 	get := func(name string, qtype uint16) string {
 		return rdata(exchange(t, "udp", s.Addr(), question(name, qtype)).Answer)
 	}

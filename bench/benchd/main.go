@@ -36,8 +36,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mxguard/mxguard/internal/dnsfixture"
-	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/mailsink"
+	"github.com/mxguard/mxguard/zonedns"
 )
 
 func main() {
@@ -131,7 +131,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail("dns: %v", err)
 		}
-		srv, err := dnsfixture.New(zone)
+		srv, err := zonedns.New(zone)
 		if err == nil {
 			err = srv.Start(o.dns)
 		}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/internal/dnsfixture"
+	"github.com/mxguard/mxguard/internal/testsrv"
 )
 
 func TestParseClients(t *testing.T) {
@@ -42,7 +42,7 @@ func TestZone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := dnsfixture.StartT(t, zone)
+	srv := testsrv.DNS(t, zone)
 	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, network, srv.Addr())
 	}}

@@ -14,11 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/testsrv"
+
 	"github.com/chromedp/chromedp"
 
 	"github.com/mxguard/mxguard/internal/browsertest"
-	"github.com/mxguard/mxguard/internal/dnsfixture"
-	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/mailsink"
 )
 
 // The admin listener, end to end: mail goes through `mxguard serve`, then a
@@ -28,8 +29,8 @@ import (
 // ready with the backend up.
 func TestAdminEndToEnd(t *testing.T) {
 	b := browsertest.Start(t)
-	dns := dnsfixture.StartT(t, cmdZone)
-	sink := mailsink.StartT(t, &mailsink.Server{XCLIENT: true})
+	dns := testsrv.DNS(t, cmdZone)
+	sink := testsrv.Sink(t, &mailsink.Server{XCLIENT: true})
 	dir := t.TempDir()
 	cfgPath, logPath := filepath.Join(dir, "mxguard.toml"), filepath.Join(dir, "mxguard.log")
 	listen, adminAddr := freePort(t), freePort(t)

@@ -14,9 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/internal/dnsfixture"
-	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/internal/testsrv"
+
 	"github.com/mxguard/mxguard/internal/smtptest"
+	"github.com/mxguard/mxguard/mailsink"
 )
 
 // agreeCase is one session, described for `mxguard test` and played over
@@ -56,8 +57,8 @@ func TestTestAgreesWithServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dns := dnsfixture.StartT(t, string(zoneData))
-	sink := mailsink.StartT(t, &mailsink.Server{})
+	dns := testsrv.DNS(t, string(zoneData))
+	sink := testsrv.Sink(t, &mailsink.Server{})
 	dir := t.TempDir()
 	for _, f := range []string{"rules.toml"} {
 		os.WriteFile(filepath.Join(dir, f), mustRead(t, "../../testdata/sessions/"+f), 0o644)

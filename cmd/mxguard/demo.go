@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/config"
-	"github.com/mxguard/mxguard/internal/dnsfixture"
-	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/mailsink"
 	"github.com/mxguard/mxguard/proxy"
+	"github.com/mxguard/mxguard/zonedns"
 )
 
 //go:embed demo.zone
@@ -45,7 +45,7 @@ func demo(listen, dir string, delay time.Duration, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "mxguard demo: %v\n", err)
 		return 1
 	}
-	dns, err := dnsfixture.New(demoZone)
+	dns, err := zonedns.New(demoZone)
 	if err == nil {
 		err = dns.Start("127.0.0.1:0")
 	}

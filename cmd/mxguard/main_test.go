@@ -14,9 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/internal/dnsfixture"
-	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/internal/testsrv"
+
 	"github.com/mxguard/mxguard/internal/smtptest"
+	"github.com/mxguard/mxguard/mailsink"
 )
 
 func TestVersion(t *testing.T) {
@@ -142,8 +143,8 @@ func waitLog(t *testing.T, path, want string, n int) {
 // one (and logs why, with file and line); SIGHUP with a good one applies it
 // to new sessions.
 func TestServeReloadAndStop(t *testing.T) {
-	dns := dnsfixture.StartT(t, cmdZone)
-	sink := mailsink.StartT(t, &mailsink.Server{XCLIENT: true})
+	dns := testsrv.DNS(t, cmdZone)
+	sink := testsrv.Sink(t, &mailsink.Server{XCLIENT: true})
 	dir := t.TempDir()
 	cfgPath, logPath := filepath.Join(dir, "mxguard.toml"), filepath.Join(dir, "mxguard.log")
 	listen := freePort(t)
@@ -275,8 +276,8 @@ func mustRead(t *testing.T, p string) []byte {
 // SIGHUP reopens log.path, as logrotate expects: after the file is moved
 // away, new lines go to a new file at the configured path.
 func TestServeReopensLog(t *testing.T) {
-	dns := dnsfixture.StartT(t, cmdZone)
-	sink := mailsink.StartT(t, &mailsink.Server{XCLIENT: true})
+	dns := testsrv.DNS(t, cmdZone)
+	sink := testsrv.Sink(t, &mailsink.Server{XCLIENT: true})
 	dir := t.TempDir()
 	cfgPath, logPath := filepath.Join(dir, "mxguard.toml"), filepath.Join(dir, "mxguard.log")
 	listen := freePort(t)

@@ -10,9 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/internal/dnsfixture"
-	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/internal/testsrv"
+
 	"github.com/mxguard/mxguard/internal/sdnotify"
+	"github.com/mxguard/mxguard/mailsink"
 )
 
 // notifySocket is a datagram socket like systemd's NOTIFY_SOCKET; next
@@ -50,8 +51,8 @@ func wantMessage(t *testing.T, got, pattern string) []string {
 // SIGHUP (a failed reload too: the old config runs on), STOPPING=1 on
 // SIGTERM.
 func TestServeNotifiesSystemd(t *testing.T) {
-	dns := dnsfixture.StartT(t, cmdZone)
-	sink := mailsink.StartT(t, &mailsink.Server{XCLIENT: true})
+	dns := testsrv.DNS(t, cmdZone)
+	sink := testsrv.Sink(t, &mailsink.Server{XCLIENT: true})
 	dir := t.TempDir()
 	cfgPath, logPath, sock := filepath.Join(dir, "mxguard.toml"), filepath.Join(dir, "mxguard.log"), filepath.Join(dir, "notify")
 	listen := freePort(t)

@@ -15,10 +15,10 @@ import (
 
 	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
-	"github.com/mxguard/mxguard/internal/dnsfixture"
 	"github.com/mxguard/mxguard/message"
 	"github.com/mxguard/mxguard/pipeline"
 	"github.com/mxguard/mxguard/rules"
+	"github.com/mxguard/mxguard/zonedns"
 )
 
 // listFlag collects a repeated flag.
@@ -74,7 +74,7 @@ func testSession(o testOptions, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "mxguard test: %v\n", err)
 			return 1
 		}
-		srv, err := dnsfixture.New(string(data))
+		srv, err := zonedns.New(string(data))
 		if err == nil {
 			err = srv.Start("127.0.0.1:0")
 		}

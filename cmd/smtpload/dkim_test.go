@@ -16,8 +16,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mxguard/mxguard/internal/testsrv"
+
 	"github.com/emersion/go-msgauth/dkim"
-	"github.com/mxguard/mxguard/internal/mailsink"
 )
 
 func writeKey(t *testing.T, typ string, der []byte) string {
@@ -68,7 +69,7 @@ func TestDKIMSigned(t *testing.T) {
 	} {
 		for _, each := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/each=%v", tc.name, each), func(t *testing.T) {
-				sink := mailsink.StartT(t, nil)
+				sink := testsrv.Sink(t, nil)
 				cfg := testConfig(sink.Addr())
 				cfg.N, cfg.C, cfg.Size = 6, 2, 2000
 				cfg.To = []string{"a@example.net", "b@example.net"}

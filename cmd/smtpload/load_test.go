@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/internal/mailsink"
+	"github.com/mxguard/mxguard/internal/testsrv"
+
+	"github.com/mxguard/mxguard/mailsink"
 )
 
 func testConfig(addr string) Config {
@@ -40,7 +42,7 @@ func TestLoad(t *testing.T) {
 		pipelining bool
 	}{{1, false}, {1, true}, {10, false}, {10, true}, {0, true}} {
 		t.Run(fmt.Sprintf("per-conn=%d/pipelining=%v", tc.perConn, tc.pipelining), func(t *testing.T) {
-			sink := mailsink.StartT(t, nil)
+			sink := testsrv.Sink(t, nil)
 			cfg := testConfig(sink.Addr())
 			cfg.PerConn = tc.perConn
 			cfg.Pipelining = tc.pipelining
@@ -148,7 +150,7 @@ func messageID(data []byte) string {
 
 func TestLoadSizes(t *testing.T) {
 	for _, size := range []int{0, 300, 1024, 100 << 10} {
-		sink := mailsink.StartT(t, nil)
+		sink := testsrv.Sink(t, nil)
 		cfg := testConfig(sink.Addr())
 		cfg.N, cfg.C, cfg.Size = 5, 2, size
 		res := mustRun(t, cfg)
@@ -167,7 +169,7 @@ func TestLoadSizes(t *testing.T) {
 }
 
 func TestLoadNoPipeliningOffered(t *testing.T) {
-	sink := mailsink.StartT(t, &mailsink.Server{Extensions: []string{"8BITMIME"}})
+	sink := testsrv.Sink(t, &mailsink.Server{Extensions: []string{"8BITMIME"}})
 	cfg := testConfig(sink.Addr())
 	cfg.N = 50
 	res := mustRun(t, cfg)
@@ -204,7 +206,7 @@ func TestLoadRefusals(t *testing.T) {
 						return nil
 					},
 				}
-				sink := mailsink.StartT(t, &mailsink.Server{Policy: policy})
+				sink := testsrv.Sink(t, &mailsink.Server{Policy: policy})
 				cfg := testConfig(sink.Addr())
 				cfg.N, cfg.PerConn, cfg.Pipelining = 100, perConn, pipelining
 
@@ -265,7 +267,7 @@ func TestLoadErrors(t *testing.T) {
 		}
 		return nil
 	}}
-	sink := mailsink.StartT(t, &mailsink.Server{Policy: policy})
+	sink := testsrv.Sink(t, &mailsink.Server{Policy: policy})
 	cfg := testConfig(sink.Addr())
 	cfg.N, cfg.C = 40, 1
 	res := mustRun(t, cfg)
@@ -294,7 +296,7 @@ func TestLoadErrors(t *testing.T) {
 
 // TestLoadSourceAddresses: -src spreads the connections over the addresses.
 func TestLoadSourceAddresses(t *testing.T) {
-	sink := mailsink.StartT(t, nil)
+	sink := testsrv.Sink(t, nil)
 	cfg := testConfig(sink.Addr())
 	cfg.N = 30
 	cfg.Src = mustAddrs(t, "127.0.0.2", "127.0.0.3", "127.0.0.4")
@@ -378,7 +380,7 @@ func TestIdle(t *testing.T) {
 }
 
 func TestIdleMailsink(t *testing.T) {
-	sink := mailsink.StartT(t, &mailsink.Server{ReadTimeout: 200 * time.Millisecond})
+	sink := testsrv.Sink(t, &mailsink.Server{ReadTimeout: 200 * time.Millisecond})
 	cfg := testConfig(sink.Addr())
 	cfg.Src = mustAddrs(t, "127.0.0.2", "127.0.0.3")
 	cfg.Idle, cfg.C, cfg.Hold = 50, 5, 100*time.Millisecond
@@ -395,7 +397,7 @@ func TestIdleMailsink(t *testing.T) {
 }
 
 func TestCLI(t *testing.T) {
-	sink := mailsink.StartT(t, nil)
+	sink := testsrv.Sink(t, nil)
 	var out, errOut bytes.Buffer
 	code := cli([]string{"-addr", sink.Addr(), "-n", "20", "-c", "4", "-per-conn", "5", "-size", "2000",
 		"-to", "a@example.net, b@example.net", "-src", "127.0.0.2", "-json"}, &out, &errOut)
