@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -374,7 +375,9 @@ func (s *Redis) Update(ctx context.Context, key string, fn UpdateFunc) ([]byte, 
 			if err != nil {
 				return err
 			}
-			v, ttl, err := fn(old, found)
+			// fn gets its own copy: old is also the value the
+			// compare-and-set expects.
+			v, ttl, err := fn(bytes.Clone(old), found)
 			if err != nil {
 				return &fnError{err}
 			}

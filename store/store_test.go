@@ -241,6 +241,14 @@ func TestUpdate(t *testing.T) {
 		if err := s.Health(); err != nil {
 			t.Fatalf("Health after an UpdateFunc error: %v", err)
 		}
+		// fn may change the slice it is given.
+		inPlace := func(old []byte, found bool) ([]byte, error) {
+			old[0] = 'y'
+			return old, nil
+		}
+		if v, err := s.Update(ctx, "k", TTL(time.Hour, inPlace)); err != nil || string(v) != "yxx" {
+			t.Fatalf("Update changing old in place = %q, %v", v, err)
+		}
 	})
 }
 
