@@ -17,6 +17,12 @@ import (
 // host opens a store on srv as one mxguard instance would.
 func host(t *testing.T, addr, prefix string) *store.Redis {
 	t.Helper()
+	return openHost(t, addr, prefix)
+}
+
+func hostB(b *testing.B, addr string) *store.Redis { return openHost(b, addr, "mxguard:bench:") }
+
+func openHost(t testing.TB, addr, prefix string) *store.Redis {
 	s, err := store.OpenRedis(store.RedisOptions{
 		Addr:          addr,
 		Prefix:        prefix,
