@@ -28,6 +28,10 @@ type BoltOptions struct {
 	// another process using the same file. Default 2 seconds.
 	LockTimeout time.Duration
 
+	// WriteTimeout bounds how long a write waits for its commit (a
+	// stuck disk); the write may still be committed after. Default 5s.
+	WriteTimeout time.Duration
+
 	// NoSync skips fsync after each commit. Writes are then safe against
 	// a crash of mxguard (kill -9) but not against a crash of the machine,
 	// where the file may be corrupted. Off by default.
@@ -92,6 +96,9 @@ func OpenBolt(path string, opts BoltOptions) (s *Bolt, err error) {
 	}
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = 2 * time.Second
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 5 * time.Second
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -376,7 +383,10 @@ func (s *Bolt) Update(ctx context.Context, key string, fn UpdateFunc) ([]byte, e
 		out = append([]byte{}, v...)
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err // out may still be written, if the commit comes late
+	}
+	return out, nil
 }
 
 // Incr implements Store.
@@ -389,7 +399,10 @@ func (s *Bolt) Incr(ctx context.Context, key string, by int64, ttl time.Duration
 		n, err = s.incr(b, key, by, ttl)
 		return err
 	})
-	return n, err
+	if err != nil {
+		return 0, err // n may still be written, if the commit comes late
+	}
+	return n, nil
 }
 
 func (s *Bolt) incr(b *bolt.Bucket, key string, by int64, ttl time.Duration) (int64, error) {

@@ -17,12 +17,15 @@ type boltReq struct {
 // write runs fn in a write transaction, together with whatever other
 // writes are queued, and waits for the commit. An error from fn fails this
 // request only (fn must not have written before failing); a failed commit
-// fails every request of the transaction. If ctx ends first, write returns
-// its error, but the request may still be committed.
+// fails every request of the transaction. If ctx ends first, or
+// WriteTimeout passes, write returns, but the request may still be
+// committed.
 func (s *Bolt) write(ctx context.Context, fn func(b *bolt.Bucket) error) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.WriteTimeout)
+	defer cancel()
 	r := &boltReq{fn: fn, done: make(chan struct{})}
 	select {
 	case s.reqs <- r:

@@ -22,7 +22,9 @@ import (
 type RedisOptions struct {
 	// Addr is the server's host:port (default 127.0.0.1:6379).
 	Addr string
-	// Password authenticates with AUTH when set.
+	// Username and Password authenticate with AUTH when set (Username
+	// for a Redis 6 ACL user; without it, the default user).
+	Username string
 	Password string
 	// DB is the database number (SELECT).
 	DB int
@@ -96,6 +98,7 @@ func OpenRedis(opts RedisOptions) (*Redis, error) {
 	s := &Redis{
 		c: redis.NewClient(&redis.Options{
 			Addr:     opts.Addr,
+			Username: opts.Username,
 			Password: opts.Password,
 			DB:       opts.DB,
 			Protocol: 2,
@@ -197,20 +200,28 @@ func (s *Redis) do(ctx context.Context, timeout time.Duration, fn func(ctx conte
 	return fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
 
-// isReplyError reports whether err is an error reply from Redis (the
-// server works) rather than a failure to reach it. Replies saying the
-// server cannot serve count as failures.
+// isReplyError reports whether err is an error reply from Redis about
+// this one call (the server works), rather than a failure to reach it or
+// to use it at all. Replies saying the server cannot serve now (loading,
+// a read-only replica) or will not serve us (authentication, ACL, a bad
+// database number) count as failures: they hold for every call, and the
+// breaker logs them once.
 func isReplyError(err error) bool {
 	var re redis.Error
 	if !errors.As(err, &re) {
 		return false
 	}
-	for _, p := range []string{"LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN"} {
+	for _, p := range unusable {
 		if redis.HasErrorPrefix(err, p) {
 			return false
 		}
 	}
 	return true
+}
+
+var unusable = []string{
+	"LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "MISCONF",
+	"NOAUTH", "WRONGPASS", "NOPERM", "invalid password", "AUTH", "Client sent AUTH", "DB index is out of range",
 }
 
 // trip marks the store down (logging once) and starts the probe.

@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -319,4 +321,54 @@ func TestRedisPrefix(t *testing.T) {
 	if err != nil || res != "A" {
 		t.Errorf("Eval = %v, %v", res, err)
 	}
+}
+
+// TestRedisAuth: the right password works; a wrong or missing one makes
+// the store unavailable, logged once with Redis's reason.
+func TestRedisAuth(t *testing.T) {
+	srv := redistest.Start(t, "--requirepass", "secret")
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, password string
+		ok             bool
+		log            string
+	}{
+		{"right", "secret", true, ""},
+		{"wrong", "guess", false, "WRONGPASS"},
+		{"missing", "", false, "NOAUTH"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf strings.Builder
+			var mu sync.Mutex
+			s, err := OpenRedis(RedisOptions{Addr: srv.Addr, Password: tc.password, RetryInterval: time.Hour,
+				Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: &buf, mu: &mu}, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			for range 3 {
+				err = s.Set(ctx, "k", []byte("v"), time.Minute)
+			}
+			if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("Set = %v", err)
+			}
+			mu.Lock()
+			logged := buf.String()
+			mu.Unlock()
+			if n := strings.Count(logged, "state store unavailable"); tc.ok && n != 0 || !tc.ok && (n != 1 || !strings.Contains(logged, tc.log)) {
+				t.Errorf("log: %s", logged)
+			}
+		})
+	}
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -65,9 +65,10 @@ type Server struct {
 	// Addr is host:port on 127.0.0.1; it stays the same across Restart.
 	Addr string
 
-	t   testing.TB
-	bin string
-	dir string
+	t    testing.TB
+	bin  string
+	dir  string
+	args []string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -76,10 +77,11 @@ type Server struct {
 
 // Start starts a redis-server on a free loopback port and stops it when the
 // test ends. A server that does not come up fails the test with its output.
-func Start(t testing.TB) *Server {
+// args are added to the command line, e.g. "--requirepass", "secret".
+func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
 	bin := Require(t)
-	s := &Server{t: t, bin: bin, dir: t.TempDir()}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), args: args}
 	t.Cleanup(s.Stop)
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -124,7 +126,7 @@ func (s *Server) Restart() {
 
 func (s *Server) start() error {
 	_, port, _ := net.SplitHostPort(s.Addr)
-	cmd := exec.Command(s.bin,
+	args := append([]string{
 		"--bind", "127.0.0.1",
 		"--port", port,
 		"--save", "",
@@ -133,7 +135,8 @@ func (s *Server) start() error {
 		"--daemonize", "no",
 		"--protected-mode", "yes",
 		"--loglevel", "warning",
-	)
+	}, s.args...)
+	cmd := exec.Command(s.bin, args...)
 	out := &syncWriter{}
 	cmd.Stdout = out
 	cmd.Stderr = out
@@ -165,7 +168,8 @@ func (s *Server) start() error {
 	return nil
 }
 
-// Ping sends PING to addr and waits up to timeout for +PONG.
+// Ping sends PING to addr and waits up to timeout for +PONG (or NOAUTH,
+// from a server that wants a password).
 func Ping(addr string, timeout time.Duration) error {
 	c, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
@@ -180,8 +184,9 @@ func Ping(addr string, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if strings.TrimSpace(line) != "+PONG" {
-		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
+	// A server with a password answers NOAUTH: it is up all the same.
+	if line = strings.TrimSpace(line); line != "+PONG" && !strings.HasPrefix(line, "-NOAUTH") {
+		return fmt.Errorf("PING answered %q", line)
 	}
 	return nil
 }

@@ -20,3 +20,14 @@ func TestStopRestart(t *testing.T) {
 		t.Fatalf("after Restart: %v", err)
 	}
 }
+
+func TestArgs(t *testing.T) {
+	s := Start(t, "--requirepass", "secret")
+	if err := Ping(s.Addr, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	s.Restart() // with the same arguments
+	if err := Ping(s.Addr, time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
