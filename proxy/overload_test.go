@@ -55,15 +55,21 @@ func TestFloodShedsIdle(t *testing.T) {
 				mu.Lock()
 				conns = append(conns, c)
 				mu.Unlock()
-				select {
-				case <-stop:
-					return
-				case <-time.After(2 * time.Millisecond):
+				if i > slots {
+					select { // past the slots, newcomers keep knocking
+					case <-stop:
+						return
+					case <-time.After(20 * time.Millisecond):
+					}
 				}
 			}
 		}()
 	}
-	// A good client every 20 ms while the flood comes in and sits.
+	// A good client every 20 ms once the flood has taken nearly every slot,
+	// while the rest of it comes in and sits.
+	for deadline := time.Now().Add(30 * time.Second); h.srv.lim.open() < slots*9/10 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	var took []time.Duration
 	for i := range good {
 		took = append(took, goodClient(t, h, fmt.Sprintf("good %d", i)))
