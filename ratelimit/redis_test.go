@@ -150,3 +150,24 @@ func TestRedisDown(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestFallback: with Redis down, the local limiter takes over.
+func TestFallback(t *testing.T) {
+	srv := redistest.Start(t)
+	f := Fallback{Primary: NewRedis(host(t, srv.Addr, "mxguard:site:")), Secondary: NewLocal(LocalOptions{})}
+	ctx := context.Background()
+	lim := mustParse(t, "3 / 1h")
+	for i := range 5 {
+		r, err := f.Allow(ctx, "k", lim, 1)
+		if err != nil || r.Allowed != (i < 3) {
+			t.Fatalf("Redis up, call %d: %+v, %v", i, r, err)
+		}
+	}
+	srv.Stop()
+	for i := range 5 {
+		r, err := f.Allow(ctx, "k", lim, 1)
+		if err != nil || r.Allowed != (i < 3) {
+			t.Fatalf("Redis down, call %d: %+v, %v", i, r, err)
+		}
+	}
+}
