@@ -88,8 +88,12 @@ const (
 // OpenBolt opens the state file at path, creating it (and its directory,
 // mode 0750) if it does not exist. A file that is not a valid store, is
 // truncated or corrupt, cannot be read, or stays locked by another process
-// for opts.LockTimeout is an error naming the file; Open never leaves a
-// problem to panic later.
+// for opts.LockTimeout is an error naming the file: the whole file is
+// checked here (unless opts.SkipCheck), so that damage is found at start
+// rather than by a panic in a session later.
+//
+// bbolt allows one process per file: while mxguard runs, another process
+// (an admin command) cannot open it, and gets the "locked" error.
 func OpenBolt(path string, opts BoltOptions) (s *Bolt, err error) {
 	if opts.SweepInterval == 0 {
 		opts.SweepInterval = 10 * time.Minute
