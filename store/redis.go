@@ -52,8 +52,9 @@ type RedisOptions struct {
 	Logger *slog.Logger
 }
 
-// Redis is a Store on a Redis server (2.8 or later), shared by every
-// mxguard instance using the same server and prefix.
+// Redis is a Store on a Redis server (4.0 or later; tested with 7.0, as in
+// Debian 12), shared by every mxguard instance using the same server and
+// prefix.
 //
 // Values are Redis strings with PEXPIRE for their TTL. Update is optimistic:
 // it reads the value, computes the new one, and writes it with a Lua
