@@ -80,7 +80,7 @@ func TestAsyncNeverBlocks(t *testing.T) {
 			queued++
 		}
 	}
-	if took := time.Since(start); took > 100*time.Millisecond {
+	if took := time.Since(start); took > time.Second {
 		t.Errorf("100 writes to a stuck store took %v", took)
 	}
 	// The writer holds one batch (up to the whole queue) while stuck.
@@ -153,7 +153,7 @@ func TestAsyncRedis(t *testing.T) {
 	for range 5000 {
 		a.Set("k", []byte("v"), time.Minute)
 	}
-	if took := time.Since(start); took > 100*time.Millisecond {
+	if took := time.Since(start); took > time.Second {
 		t.Errorf("5000 writes with Redis down took %v", took)
 	}
 	flush(t, a)
