@@ -5,8 +5,9 @@
 // goes). Tests can Stop it and Restart it on the same port to see what a
 // client does while Redis is gone.
 //
-// redis-server comes from Debian's redis-server package. Without it, Start
-// skips the test, unless MXGUARD_E2E=1 (CI), where it fails.
+// redis-server comes from Debian's redis-server package (or
+// MXGUARD_REDIS_SERVER names one). Without it, Start skips the test, unless
+// MXGUARD_E2E=1 (CI), where it fails.
 package redistest
 
 import (
@@ -33,8 +34,17 @@ const installHint = "install it with `apt-get install -y redis-server`"
 // startTimeout bounds how long a starting server may take to answer PING.
 const startTimeout = 10 * time.Second
 
+// EnvBinary names a redis-server binary to use instead of the one in PATH.
+const EnvBinary = "MXGUARD_REDIS_SERVER"
+
 // Binary returns the path of redis-server, or why there is none.
 func Binary() (path, why string) {
+	if p := os.Getenv(EnvBinary); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", EnvBinary + ": " + err.Error()
+		}
+		return p, ""
+	}
 	if p, err := exec.LookPath("redis-server"); err == nil {
 		return p, ""
 	}
