@@ -17,6 +17,10 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
+// ErrLocked is returned (wrapped) by OpenBolt when another process holds
+// the file: a running mxguard, when `mxguard check-config` looks at it.
+var ErrLocked = errors.New("locked by another process")
+
 // BoltOptions tune a Bolt store. The zero value is the default.
 type BoltOptions struct {
 	// SweepInterval is how often expired keys are removed from the file
@@ -131,7 +135,7 @@ func OpenBolt(path string, opts BoltOptions) (s *Bolt, err error) {
 	db, err := openBoltDB(path, opts)
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
-		return fail("locked by another process (another mxguard using the same file?): still locked after %v", opts.LockTimeout)
+		return fail("%w (another mxguard using the same file?): still locked after %v", ErrLocked, opts.LockTimeout)
 	case errors.Is(err, fs.ErrPermission) || errors.Is(err, fs.ErrNotExist):
 		return fail("%w", err)
 	case err != nil && size == 0:
