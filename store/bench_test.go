@@ -154,3 +154,30 @@ func BenchmarkAsyncSet(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLatency is one session's wait: a Get and an Update from a single
+// goroutine, with nothing else going on.
+func BenchmarkLatency(b *testing.B) {
+	fn := TTL(time.Hour, func(old []byte, found bool) ([]byte, error) { return append(old[:0], 'x'), nil })
+	for _, st := range benchStores(b) {
+		b.Run(st.name+"/get", func(b *testing.B) {
+			s := st.open(b)
+			fill(b, s)
+			b.ResetTimer()
+			for i := range int64(b.N) {
+				if _, err := s.Get(context.Background(), benchKey(i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(st.name+"/update", func(b *testing.B) {
+			s := st.open(b)
+			b.ResetTimer()
+			for i := range int64(b.N) {
+				if _, err := s.Update(context.Background(), benchKey(i), fn); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
