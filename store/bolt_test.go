@@ -355,7 +355,7 @@ func TestBoltLocked(t *testing.T) {
 		s2.Close()
 		t.Fatal("opened a locked file")
 	}
-	if !strings.Contains(err.Error(), "locked by another process") || !strings.Contains(err.Error(), path) {
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "locked by another process") || !strings.Contains(err.Error(), path) {
 		t.Errorf("error %q", err)
 	}
 	if took > 2*time.Second {
