@@ -9,7 +9,9 @@ import (
 
 	"github.com/mxguard/mxguard/config"
 	"github.com/mxguard/mxguard/metrics"
+	"github.com/mxguard/mxguard/ratelimit"
 	"github.com/mxguard/mxguard/resolver"
+	"github.com/mxguard/mxguard/store"
 )
 
 // Name names a check. Each check has one typed constant; it is the Check of
@@ -118,6 +120,13 @@ type Env struct {
 	// Metrics records what the check counts (DNS list hits); nil records
 	// nothing.
 	Metrics *metrics.Metrics
+	// Store is the state store (greylisting); nil for none: checks that
+	// need one turn themselves off.
+	Store store.Store
+	// Limiter counts rate limits, in process or shared; nil for none.
+	Limiter ratelimit.Limiter
+	// Now is the clock (default time.Now); tests move it.
+	Now func() time.Time
 }
 
 // Lists is a check that consults DNS lists and knows their health (the

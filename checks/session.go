@@ -51,6 +51,10 @@ type Session struct {
 	HeaderErr error
 	Body      int64
 
+	// Known is what the memory of clients recalled of this one at
+	// connect (its reputation).
+	Known []Result
+
 	// RDNS waits for the client's forward-confirmed reverse DNS name:
 	// "" if there is none, TempUnavail if the look-up failed for now.
 	RDNS func() string
@@ -111,4 +115,20 @@ func (s *Session) ResetTransaction() {
 	s.From, s.Rcpt, s.Rcpts = nil, "", nil
 	s.Message, s.Header, s.HeaderErr, s.Body = nil, nil, nil, 0
 	clear(s.txn)
+}
+
+// headersKey holds the header fields checks add to a transaction's message.
+var headersKey = NewKey[[]string]("headers", TxnScope)
+
+// AddHeader adds a header field (without its line end) to the message of
+// the transaction, on top of it, after the Authentication-Results.
+func AddHeader(s *Session, field string) {
+	h, _ := Get(s, headersKey)
+	Put(s, headersKey, append(h, field))
+}
+
+// Headers returns the header fields checks added to the transaction.
+func Headers(s *Session) []string {
+	h, _ := Get(s, headersKey)
+	return h
 }

@@ -15,6 +15,10 @@ import (
 // DefaultPath is where `mxguard serve` looks without -config.
 const DefaultPath = "/etc/mxguard/mxguard.toml"
 
+// DefaultStateFile is the embedded state store, in the state directory
+// (systemd's StateDirectory=mxguard).
+const DefaultStateFile = "/var/lib/mxguard/state.db"
+
 // Config is the whole configuration file.
 type Config struct {
 	// Hostname is our name: in the banner, in Received headers, and the name a
@@ -44,6 +48,9 @@ type Config struct {
 	Headers    Headers    `toml:"headers"`
 	Message    Message    `toml:"message"`
 	Reputation Reputation `toml:"reputation"`
+	State      State      `toml:"state"`
+	Greylist   Greylist   `toml:"greylist"`
+	RateLimit  RateLimit  `toml:"ratelimit"`
 	Log        Log        `toml:"log"`
 	Admin      Admin      `toml:"admin"`
 
@@ -306,15 +313,100 @@ type Message struct {
 	SpoolDir string `toml:"spool_dir"`
 }
 
-// Reputation is the memory of client addresses.
+// Reputation is the memory of client addresses, kept in the state store:
+// per address and per /24 (IPv4) or /64 (IPv6).
 type Reputation struct {
-	// Size is how many addresses (IPv6: /64s) are remembered.
-	Size int `toml:"size"`
 	// GreetPassTTL is how long a client that waited politely for the banner
 	// skips the greeting delay (postscreen_greet_ttl); "0s" = never.
 	GreetPassTTL Duration `toml:"greet_pass_ttl"`
-	// HalfLife is how fast an address's history fades.
+	// HalfLife is how fast an address's history fades: its counts of
+	// accepted and refused mail halve in this time.
 	HalfLife Duration `toml:"half_life"`
+	// Retention is how long an address or network that is no longer seen
+	// is remembered.
+	Retention Duration `toml:"retention"`
+}
+
+// State is where mxguard keeps what it learns of clients — reputation,
+// connection-test passes, greylisting, shared rate limits — so that it
+// lasts across restarts and, with Redis, is shared by every mxguard
+// behind one MX name.
+type State struct {
+	// Store is "bolt" (one file that survives restarts, the default),
+	// "redis" (shared by a fleet) or "memory" (lost when mxguard stops:
+	// for trying it out).
+	Store StoreKind `toml:"store"`
+	// File is the bolt file, created (with its directory, mode 0750) at
+	// first start. The Debian package's state directory is /var/lib/mxguard.
+	File string `toml:"file"`
+	// RedisAddress is the Redis server's "host:port".
+	RedisAddress string `toml:"redis_address"`
+	// RedisUsername and RedisPassword authenticate to Redis when set.
+	RedisUsername string `toml:"redis_username"`
+	// RedisPassword authenticates to Redis when set.
+	RedisPassword string `toml:"redis_password"`
+	// RedisDB is the Redis database number.
+	RedisDB int `toml:"redis_db"`
+	// Prefix starts every key in Redis, so that sites sharing a server do
+	// not mix ("mxguard:example.org:").
+	Prefix string `toml:"prefix"`
+	// ReadTimeout bounds each read from Redis a session waits for; past
+	// it (or while Redis is down) the client is treated as unknown.
+	ReadTimeout Duration `toml:"read_timeout"`
+	// WriteQueue is how many writes may wait to be applied in the
+	// background; past it writes are dropped (and counted), never waited for.
+	WriteQueue int `toml:"write_queue"`
+	// ControlSocket is the unix socket where `mxguard state` reaches the
+	// running mxguard (the bolt file is locked while it runs); "" is off.
+	ControlSocket string `toml:"control_socket"`
+}
+
+// Greylist is greylisting (off by default): the first attempt of a new
+// client network, sender and recipient triplet is deferred; a retry after
+// delay and within retry_window passes. The deferral is a rule
+// (greylist.first and greylist.early, tempfail by default).
+type Greylist struct {
+	// Enabled turns greylisting on.
+	Enabled bool `toml:"enabled"`
+	// Delay is how long a new triplet is deferred (postgrey: 5 minutes).
+	Delay Duration `toml:"delay"`
+	// RetryWindow is how long after the first attempt a retry counts
+	// (postgrey: 2 days); after it the triplet starts over.
+	RetryWindow Duration `toml:"retry_window"`
+	// MaxAge is how long a passed triplet is remembered after it was last
+	// seen (postgrey: 35 days).
+	MaxAge Duration `toml:"max_age"`
+	// AutoAllow is how many retried triplets (at most one an hour) make a
+	// client network pass from then on (postgrey: 5); 0 is off.
+	AutoAllow int `toml:"auto_allow"`
+	// IPv4Mask and IPv6Mask group clients into networks: big senders
+	// retry from another address of the same pool.
+	IPv4Mask int `toml:"ipv4_mask"`
+	// IPv6Mask groups IPv6 clients into networks.
+	IPv6Mask int `toml:"ipv6_mask"`
+}
+
+// RateLimit is rate limiting (each limit off when empty): "COUNT / PERIOD"
+// with an optional ", burst N", as rspamd writes buckets ("10 / 1m",
+// "100 / 1h, burst 20"). Counted in process memory with one instance, in
+// Redis when state.store is "redis", so a fleet enforces one limit. Over a
+// limit: outcome ratelimit.<what>, tempfail by default.
+type RateLimit struct {
+	// ConnectionsPerIP limits new connections per client address.
+	ConnectionsPerIP string `toml:"connections_per_ip"`
+	// ConnectionsPerNet limits new connections per client /24 or /64.
+	ConnectionsPerNet string `toml:"connections_per_net"`
+	// MessagesPerIP limits transactions (MAIL FROM) per client address.
+	MessagesPerIP string `toml:"messages_per_ip"`
+	// MessagesPerNet limits transactions per client /24 or /64.
+	MessagesPerNet string `toml:"messages_per_net"`
+	// RecipientsPerIP limits recipients per client address.
+	RecipientsPerIP string `toml:"recipients_per_ip"`
+	// RecipientsPerNet limits recipients per client /24 or /64.
+	RecipientsPerNet string `toml:"recipients_per_net"`
+	// MessagesPerSenderDomain limits transactions per envelope sender
+	// domain, whoever sends them.
+	MessagesPerSenderDomain string `toml:"messages_per_sender_domain"`
 }
 
 // Log is where the decision log goes.
@@ -424,9 +516,26 @@ func Default() *Config {
 		},
 		Message: Message{MemoryLimit: 1 << 20},
 		Reputation: Reputation{
-			Size:         100000,
 			GreetPassTTL: Duration(24 * time.Hour),
 			HalfLife:     Duration(7 * 24 * time.Hour),
+			Retention:    Duration(35 * 24 * time.Hour),
+		},
+		State: State{
+			Store:         StoreBolt,
+			File:          DefaultStateFile,
+			RedisAddress:  "127.0.0.1:6379",
+			Prefix:        "mxguard:",
+			ReadTimeout:   Duration(100 * time.Millisecond),
+			WriteQueue:    4096,
+			ControlSocket: "/run/mxguard/control.sock",
+		},
+		Greylist: Greylist{
+			Delay:       Duration(5 * time.Minute),
+			RetryWindow: Duration(48 * time.Hour),
+			MaxAge:      Duration(35 * 24 * time.Hour),
+			AutoAllow:   5,
+			IPv4Mask:    24,
+			IPv6Mask:    64,
 		},
 		Log:   Log{Path: "-", Level: LevelInfo},
 		Admin: Admin{RecentSessions: 1000},

@@ -266,6 +266,31 @@ func (c *Config) validate() []error {
 	if c.Admin.RecentSessions < 1 {
 		bad("admin.recent_sessions", "admin.recent_sessions must be at least 1")
 	}
+	st := &c.State
+	switch {
+	case st.Store == StoreBolt && st.File == "":
+		bad("state.file", "state.file is empty: the bolt store needs a file")
+	case st.Store == StoreRedis:
+		if _, _, err := net.SplitHostPort(st.RedisAddress); err != nil {
+			bad("state.redis_address", "state.redis_address %q is not host:port", st.RedisAddress)
+		}
+	}
+	if st.ReadTimeout <= 0 {
+		bad("state.read_timeout", "state.read_timeout must be greater than zero")
+	}
+	g := &c.Greylist
+	if g.Enabled && (g.Delay <= 0 || g.RetryWindow <= g.Delay || g.MaxAge <= 0) {
+		bad("greylist.delay", "greylist: want delay > 0, retry_window > delay and max_age > 0")
+	}
+	if g.IPv4Mask < 8 || g.IPv4Mask > 32 {
+		bad("greylist.ipv4_mask", "greylist.ipv4_mask must be 8 to 32")
+	}
+	if g.IPv6Mask < 16 || g.IPv6Mask > 128 {
+		bad("greylist.ipv6_mask", "greylist.ipv6_mask must be 16 to 128")
+	}
+	if c.Reputation.HalfLife <= 0 || c.Reputation.Retention <= 0 {
+		bad("reputation.half_life", "reputation.half_life and reputation.retention must be greater than zero")
+	}
 	if c.Log.Path == "" {
 		bad("log.path", "log.path is empty (use \"-\" for standard output)")
 	}

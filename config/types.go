@@ -108,6 +108,21 @@ func (v *UnknownPolicy) UnmarshalText(b []byte) error {
 	return err
 }
 
+// StoreKind is which state store to use.
+type StoreKind string
+
+const (
+	StoreBolt   StoreKind = "bolt"
+	StoreRedis  StoreKind = "redis"
+	StoreMemory StoreKind = "memory"
+)
+
+func (v *StoreKind) UnmarshalText(b []byte) error {
+	s, err := enum("store", b, "bolt", "redis", "memory")
+	*v = StoreKind(s)
+	return err
+}
+
 // Level is the log level.
 type Level string
 

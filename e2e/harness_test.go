@@ -31,6 +31,7 @@ import (
 	"github.com/mxguard/mxguard/proxy"
 	"github.com/mxguard/mxguard/reputation"
 	"github.com/mxguard/mxguard/resolver"
+	"github.com/mxguard/mxguard/store"
 )
 
 func TestMain(m *testing.M) {
@@ -92,7 +93,9 @@ func startMxguard(t *testing.T, backend string, identity config.Identity) *mxgua
 	}
 	m := &mxguard{t: t, logs: &logBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(m.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	rep := reputation.New(reputation.Config{})
+	st := store.NewMemory(nil)
+	async := store.NewAsync(st, 0)
+	rep := reputation.New(st, async, reputation.Config{})
 	rt, err := proxy.NewRuntime(cfg, proxy.Shared{Resolver: res, Memory: rep}, logger)
 	if err != nil {
 		t.Fatal(err)

@@ -55,6 +55,7 @@ func (s *Session) Data(ctx context.Context, spool *message.Spool) (Decision, *Pr
 	if s.trusted {
 		return s.decide(checks.AtData, nil), prep
 	}
+	s.rcpt = nil // results about one recipient do not judge the message
 	f := &s.facts
 	f.Messages++
 	f.Message = spool
@@ -71,6 +72,9 @@ func (s *Session) Data(ctx context.Context, spool *message.Spool) (Decision, *Pr
 	ours := map[string]bool{}
 	var pre bytes.Buffer
 	pre.Write(checks.AuthHeaders(f, s.p.Hostname, h))
+	for _, field := range checks.Headers(f) {
+		pre.WriteString(field + "\r\n")
+	}
 	if h.ScoreHeader != "" {
 		fmt.Fprintf(&pre, "%s: %s\r\n", h.ScoreHeader, strconv.FormatFloat(d.Score, 'f', -1, 64))
 		ours[strings.ToLower(h.ScoreHeader)] = true

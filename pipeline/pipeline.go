@@ -59,6 +59,9 @@ func New(cfg *config.Config, env checks.Env) (*Pipeline, error) {
 		env.Log = slog.New(slog.DiscardHandler)
 	}
 	env.Config = cfg
+	if env.Now == nil {
+		env.Now = time.Now
+	}
 	res, mem := env.Resolver, env.Memory
 	policy, err := rules.Load(cfg, Known())
 	if err != nil {

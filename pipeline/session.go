@@ -27,9 +27,12 @@ type Session struct {
 	trusted bool
 
 	// Results: conn holds the connection's (connect, command and HELO
-	// stages), txn the transaction's; all every result of the session,
-	// whatever became of its transactions, for the session's log record.
-	conn, txn, all []checks.Result
+	// stages), txn the transaction's (MAIL, DATA), rcpt the recipient's
+	// being decided (they are about that recipient alone: a greylisted or
+	// rate-limited recipient does not refuse the others); all every result
+	// of the session, whatever became of its transactions, for the
+	// session's log record.
+	conn, txn, rcpt, all []checks.Result
 	// pass: connection tests passed earlier and skipped now (postscreen's
 	// PASS OLD); failed: a connection test reported something this time.
 	pass    map[checks.Name]bool
@@ -72,14 +75,17 @@ func (p *Pipeline) NewSession(id string, client netip.AddrPort, endWait func()) 
 	if s.trusted {
 		return s
 	}
-	ip := client.Addr()
-	for _, c := range p.checks {
-		if c.passTTL > 0 && ip.IsValid() && p.memory.Passed(ip, c.spec.Name) {
-			if s.pass == nil {
-				s.pass = map[checks.Name]bool{}
+	if p.memory != nil && client.Addr().IsValid() {
+		rec := p.memory.Recall(context.Background(), client.Addr())
+		for _, c := range p.checks {
+			if c.passTTL > 0 && rec.Passed[c.spec.Name] {
+				if s.pass == nil {
+					s.pass = map[checks.Name]bool{}
+				}
+				s.pass[c.spec.Name] = true
 			}
-			s.pass[c.spec.Name] = true
 		}
+		s.facts.Known = rec.Results
 	}
 	matched := s.lists()
 	for _, c := range p.byStage[checks.AtConnect] {
@@ -120,10 +126,10 @@ func (s *Session) HELOs() []string { return s.facts.HELOs }
 func (s *Session) SawHELO(name string) bool { return slices.Contains(s.facts.HELOs, name) }
 
 // Results returns the results the decisions weigh now: the connection's,
-// then the transaction's.
+// the transaction's, the recipient's being decided.
 func (s *Session) Results() []checks.Result {
-	out := make([]checks.Result, 0, len(s.conn)+len(s.txn))
-	return append(append(out, s.conn...), s.txn...)
+	out := make([]checks.Result, 0, len(s.conn)+len(s.txn)+len(s.rcpt))
+	return append(append(append(out, s.conn...), s.txn...), s.rcpt...)
 }
 
 // All returns every result of the session, of every transaction.
@@ -209,7 +215,7 @@ func (s *Session) Mail(ctx context.Context, from string) Decision {
 // recipient on a full allow list (postmaster@) is accepted despite a
 // pending refusal.
 func (s *Session) Rcpt(ctx context.Context, to string) Decision {
-	s.facts.Rcpt = to
+	s.facts.Rcpt, s.rcpt = to, nil // the last recipient's results stay for its log record until now
 	d := s.stage(ctx, checks.AtRcpt)
 	s.facts.Rcpt = ""
 	switch {
@@ -236,7 +242,7 @@ func (s *Session) Recipients() []string {
 // Reset ends the transaction (RSET, end of DATA, a new EHLO, MAIL).
 func (s *Session) Reset() {
 	s.facts.ResetTransaction()
-	s.txn = s.txn[:0]
+	s.txn, s.rcpt = s.txn[:0], nil
 	s.allowed, s.held = 0, nil
 }
 
@@ -321,9 +327,12 @@ func (s *Session) add(at checks.Stage, rs []checks.Result) {
 	if len(rs) == 0 {
 		return
 	}
-	if at >= checks.AtMail {
+	switch {
+	case at == checks.AtRcpt:
+		s.rcpt = append(s.rcpt, rs...)
+	case at >= checks.AtMail:
 		s.txn = append(s.txn, rs...)
-	} else {
+	default:
 		s.conn = append(s.conn, rs...)
 	}
 	s.all = append(s.all, rs...)
@@ -356,7 +365,7 @@ func (s *Session) decide(at checks.Stage, matched []*rules.List) Decision {
 		s.last = rules.Trusted(at)
 		return s.last
 	}
-	in := rules.Input{At: at, Client: s.facts.Client.Addr(), Lists: matched, Results: [][]checks.Result{s.conn, s.txn},
+	in := rules.Input{At: at, Client: s.facts.Client.Addr(), Lists: matched, Results: [][]checks.Result{s.conn, s.txn, s.rcpt},
 		RcptsExempt: len(s.facts.Rcpts) > 0 && s.allowed == len(s.facts.Rcpts)}
 	s.last = s.p.Policy.Judge(in)
 	return s.last

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,11 +17,13 @@ import (
 
 	"github.com/mxguard/mxguard/internal/testsrv"
 
+	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
 	"github.com/mxguard/mxguard/internal/smtptest"
 	"github.com/mxguard/mxguard/mailsink"
 	"github.com/mxguard/mxguard/reputation"
 	"github.com/mxguard/mxguard/resolver"
+	"github.com/mxguard/mxguard/store"
 	"github.com/mxguard/mxguard/zonedns"
 )
 
@@ -51,7 +54,7 @@ type harness struct {
 	cfg  *config.Config
 	addr string
 	logs *logBuffer
-	rep  *reputation.Store
+	rep  *testMemory
 }
 
 type harnessOpt struct {
@@ -99,7 +102,7 @@ func newHarness(t *testing.T, o harnessOpt) *harness {
 	if o.cfg != nil {
 		o.cfg(h.cfg)
 	}
-	h.rep = reputation.New(reputation.Config{})
+	h.rep = newTestMemory(t)
 	rt := h.runtime(h.cfg)
 	h.srv = New(rt, slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -122,13 +125,52 @@ func (h *harness) runtime(cfg *config.Config) *Runtime {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	rt, err := NewRuntime(cfg, Shared{Resolver: res, Memory: h.rep}, nil)
+	rt, err := NewRuntime(cfg, Shared{Resolver: res, Memory: h.rep.Memory}, nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	rt.Start()
 	h.t.Cleanup(rt.Close)
 	return rt
+}
+
+// testMemory is the memory of clients the harness gives mxguard, on an
+// in-memory store. mxguard writes to it in the background; the test's own
+// Pass and Passed wait for those writes, so a test reads what it wrote and
+// what a finished session wrote.
+type testMemory struct {
+	*reputation.Memory
+	async *store.Async
+}
+
+func newTestMemory(t testing.TB) *testMemory {
+	st := store.NewMemory(nil)
+	async := store.NewAsync(st, 0)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		async.Close(ctx)
+	})
+	return &testMemory{reputation.New(st, async, reputation.Config{}), async}
+}
+
+func (m *testMemory) flush() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	m.async.Flush(ctx)
+}
+
+// Pass remembers a pass, and waits until it is written.
+func (m *testMemory) Pass(ip netip.Addr, test checks.Name, ttl time.Duration) {
+	m.Memory.Pass(ip, test, ttl)
+	m.flush()
+}
+
+// Passed reports whether ip has a pass of test, once every write queued
+// so far is applied.
+func (m *testMemory) Passed(ip netip.Addr, test checks.Name) bool {
+	m.flush()
+	return m.Recall(context.Background(), ip).Passed[test]
 }
 
 // withRules adds a rule file with the given TOML to cfg.

@@ -3,12 +3,14 @@ package proxy
 import (
 	"crypto/tls"
 	"log/slog"
+	"time"
 
 	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
 	"github.com/mxguard/mxguard/metrics"
 	"github.com/mxguard/mxguard/pipeline"
 	"github.com/mxguard/mxguard/proxy/backend"
+	"github.com/mxguard/mxguard/state"
 )
 
 // Runtime is everything built from one configuration. Sessions keep the
@@ -28,6 +30,8 @@ type Shared struct {
 	Resolver checks.Resolver  // nil: no DNS-based checks
 	Memory   checks.Memory    // nil: no memory of clients
 	Metrics  *metrics.Metrics // nil: none recorded
+	State    *state.State     // nil: no state store (no greylisting; rate limits in process)
+	Now      func() time.Time // nil: time.Now; tests move it
 }
 
 // methods maps the validated client_identity to the backend's method.
@@ -42,7 +46,11 @@ var methods = map[config.Identity]backend.Method{
 // config has validated. Call Start before serving with it and Close when it
 // is replaced.
 func NewRuntime(cfg *config.Config, sh Shared, log *slog.Logger) (*Runtime, error) {
-	p, err := pipeline.New(cfg, checks.Env{Resolver: sh.Resolver, Memory: sh.Memory, Log: log, Metrics: sh.Metrics})
+	env := checks.Env{Resolver: sh.Resolver, Memory: sh.Memory, Log: log, Metrics: sh.Metrics, Now: sh.Now}
+	if sh.State != nil {
+		env.Store, env.Limiter = sh.State.Store, sh.State.Limiter
+	}
+	p, err := pipeline.New(cfg, env)
 	if err != nil {
 		return nil, err
 	}

@@ -6,11 +6,14 @@ package registry
 import (
 	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/dnsbl"
+	"github.com/mxguard/mxguard/greylist"
+	"github.com/mxguard/mxguard/ratelimit/ratecheck"
 	"github.com/mxguard/mxguard/reputation"
 )
 
 // All are the checks, in the order they run at each stage.
 var All = []*checks.Spec{
+	&ratecheck.Spec,
 	&reputation.Spec,
 	&checks.PregreetSpec,
 	&checks.NonSMTPSpec,
@@ -21,6 +24,7 @@ var All = []*checks.Spec{
 	&checks.SenderSpec,
 	&checks.SPFSpec,
 	&dnsbl.DomainSpec,
+	&greylist.Spec,
 	&checks.MessageSpec,
 	&checks.DKIMSpec,
 	&checks.DMARCSpec,

@@ -9,28 +9,23 @@ import (
 // Name names the reputation check.
 const Name checks.Name = "reputation"
 
-// Spec registers it: at connect, what the memory of clients says about
-// this one.
+// Spec registers it: at connect, what the memory of clients recalled of
+// this one and of its network (read once per connection, with the passes).
 var Spec = checks.Spec{
-	Name:     Name,
-	Stages:   []checks.Stage{checks.AtConnect},
-	Outcomes: []string{"reputation.good", "reputation.bad"},
+	Name:   Name,
+	Stages: []checks.Stage{checks.AtConnect},
+	Outcomes: []string{"reputation.good", "reputation.bad", "reputation.net_good",
+		"reputation.net_bad"},
 	New: func(env *checks.Env) (checks.Check, error) {
-		s, ok := env.Memory.(*Store)
-		if !ok {
+		if env.Memory == nil {
 			return nil, nil // no memory, no reputation
 		}
-		return check{s}, nil
+		return check{}, nil
 	},
 }
 
-type check struct{ s *Store }
+type check struct{}
 
-func (c check) Run(_ context.Context, _ checks.Stage, s *checks.Session) []checks.Result {
-	if r, ok := c.s.Check(s.Client.Addr()); ok {
-		return []checks.Result{r}
-	}
-	return nil
+func (check) Run(_ context.Context, _ checks.Stage, s *checks.Session) []checks.Result {
+	return s.Known
 }
-
-var _ checks.Memory = (*Store)(nil)

@@ -1,57 +1,60 @@
-// Package reputation is mxguard's memory of client addresses: which passed
-// the greeting test recently (postscreen's temporary allowlist), and how
-// their mail has fared. Counts decay with a half-life, so an address's past
-// fades instead of feeding on itself (rspamd retired its ip_score for lack of
-// decay). It is bounded by an LRU and kept in memory only.
+// Package reputation is mxguard's memory of clients, kept in the state
+// store so that it lasts across restarts and, on Redis, is shared by a
+// fleet: per address and per network (/24, /64), when it was first and last
+// seen, its connections, the messages accepted and the refusals by check,
+// and counts of good and bad that decay with a half-life (so an address's
+// past fades instead of feeding on itself: rspamd retired its ip_score for
+// lack of decay). The address's record also holds the connection tests it
+// passed and until when (postscreen's cache).
+//
+// Reads happen once per connection, at connect, within the store's read
+// timeout; a store that cannot answer makes the client unknown. Writes go
+// through the store's asynchronous writer: a session never waits for one.
 package reputation
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/netip"
-	"slices"
-	"sync"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/mxguard/mxguard/checks"
+	"github.com/mxguard/mxguard/store"
 )
 
-// Config sets the memory's size and pace.
+// Config sets the memory's pace.
 type Config struct {
-	Size      int           // addresses remembered (default 100000)
 	HalfLife  time.Duration // counts halve in this time (default 7 days)
+	Retention time.Duration // a client not seen this long is forgotten (default 35 days)
 	MinEvents float64       // decayed events before an address has a reputation (default 5)
 	BadRatio  float64       // share of refused events that makes it bad (default 0.9)
 	GoodRatio float64       // share of accepted events that makes it good (default 0.9)
+	Now       func() time.Time
 }
 
-// Store remembers addresses. It is safe for concurrent use.
-type Store struct {
-	cfg Config
-	lru *lru.Cache[netip.Addr, *record]
-	now func() time.Time // tests move time
+// Memory is the memory of clients on a store. It implements
+// checks.Memory.
+type Memory struct {
+	cfg   Config
+	st    store.Store
+	async *store.Async
 }
 
-type record struct {
-	mu        sync.Mutex
-	passes    []pass  // connection tests passed, until when
-	good, bad float64 // decayed counts as of at
-	at        time.Time
-}
+// Key prefixes: an address's record, and a network's.
+const (
+	IPPrefix  = "ip:"
+	NetPrefix = "net:"
+)
 
-type pass struct {
-	test  checks.Name
-	until time.Time
-}
-
-// New returns an empty store.
-func New(cfg Config) *Store {
-	if cfg.Size <= 0 {
-		cfg.Size = 100000
-	}
+// New returns the memory on st, writing through async.
+func New(st store.Store, async *store.Async, cfg Config) *Memory {
 	if cfg.HalfLife <= 0 {
 		cfg.HalfLife = 7 * 24 * time.Hour
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = 35 * 24 * time.Hour
 	}
 	if cfg.MinEvents <= 0 {
 		cfg.MinEvents = 5
@@ -62,132 +65,237 @@ func New(cfg Config) *Store {
 	if cfg.GoodRatio <= 0 {
 		cfg.GoodRatio = 0.9
 	}
-	c, _ := lru.New[netip.Addr, *record](cfg.Size)
-	return &Store{cfg: cfg, lru: c, now: time.Now}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Memory{cfg: cfg, st: st, async: async}
 }
 
-// key keeps an IPv6 client's /64 together: one host rotates through it.
-func key(ip netip.Addr) netip.Addr {
-	ip = ip.Unmap()
+// Record is what is remembered of an address or a network.
+type Record struct {
+	First    time.Time        `json:"first"`
+	Last     time.Time        `json:"last"`
+	Conns    int64            `json:"connections"`
+	Accepted int64            `json:"accepted"`
+	Refused  map[string]int64 `json:"refused,omitempty"` // by check
+	// Good and Bad are the accepted and refused counts, decayed with the
+	// half-life as of At.
+	Good float64   `json:"good"`
+	Bad  float64   `json:"bad"`
+	At   time.Time `json:"at"`
+	// Passes are the connection tests the address passed, and until when.
+	Passes map[string]time.Time `json:"passes,omitempty"`
+}
+
+// NetOf is the network an address is counted in: its /24 or /64.
+func NetOf(ip netip.Addr) netip.Prefix {
+	bits := 24
 	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		return p.Addr()
+		bits = 64
 	}
-	return ip
+	p, _ := ip.Unmap().Prefix(bits)
+	return p
 }
 
-func (s *Store) get(ip netip.Addr, create bool) *record {
-	k := key(ip)
-	if r, ok := s.lru.Get(k); ok {
-		return r
-	}
-	if !create {
-		return nil
-	}
-	r := &record{}
-	if prev, ok, _ := s.lru.PeekOrAdd(k, r); ok {
-		return prev
-	}
-	return r
-}
-
-// Passed reports whether ip passed test and the pass has not expired.
-func (s *Store) Passed(ip netip.Addr, test checks.Name) bool {
-	r := s.get(ip, false)
-	if r == nil {
-		return false
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, p := range r.passes {
-		if p.test == test {
-			return s.now().Before(p.until)
-		}
-	}
-	return false
-}
-
-// Pass remembers that ip passed test, for ttl (0: not at all).
-func (s *Store) Pass(ip netip.Addr, test checks.Name, ttl time.Duration) {
-	if ttl <= 0 {
-		return
-	}
-	r := s.get(ip, true)
-	until := s.now().Add(ttl)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i := range r.passes {
-		if r.passes[i].test == test {
-			r.passes[i].until = until
-			return
-		}
-	}
-	r.passes = append(r.passes, pass{test, until})
-}
-
-// Fail forgets ip's pass of test: a client that talked early waits again.
-func (s *Store) Fail(ip netip.Addr, test checks.Name) {
-	r := s.get(ip, false)
-	if r == nil {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.passes = slices.DeleteFunc(r.passes, func(p pass) bool { return p.test == test })
-}
-
-// Record adds a connection's results: messages the backend accepted, and
-// refusals mxguard gave.
-func (s *Store) Record(ip netip.Addr, accepted int, refusals []checks.Name) {
-	refused := len(refusals)
-	if accepted == 0 && refused == 0 {
-		return
-	}
-	r := s.get(ip, true)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s.decay(r)
-	r.good += float64(accepted)
-	r.bad += float64(refused)
-}
+// IPKey and NetKey are the store keys of an address's and a network's
+// records.
+func IPKey(ip netip.Addr) string    { return IPPrefix + ip.Unmap().String() }
+func NetKey(n netip.Prefix) string  { return NetPrefix + n.String() }
+func netKeyOf(ip netip.Addr) string { return NetKey(NetOf(ip)) }
 
 // decay brings r's counts to now.
-func (s *Store) decay(r *record) {
-	now := s.now()
-	if !r.at.IsZero() {
-		f := math.Exp2(-float64(now.Sub(r.at)) / float64(s.cfg.HalfLife))
-		r.good *= f
-		r.bad *= f
+func (m *Memory) decay(r *Record, now time.Time) {
+	if !r.At.IsZero() {
+		f := math.Exp2(-float64(now.Sub(r.At)) / float64(m.cfg.HalfLife))
+		r.Good *= f
+		r.Bad *= f
 	}
-	r.at = now
+	r.At = now
 }
 
-// Check returns reputation.bad or reputation.good when ip has enough history
-// to say, else false.
-func (s *Store) Check(ip netip.Addr) (checks.Result, bool) {
-	r := s.get(ip, false)
-	if r == nil {
+// Score is the record's decayed good minus bad, as of now: above zero for
+// an address whose mail is mostly accepted.
+func (m *Memory) Score(r Record) float64 {
+	m.decay(&r, m.cfg.Now())
+	return r.Good - r.Bad
+}
+
+func decode(b []byte) (Record, error) {
+	var r Record
+	err := json.Unmarshal(b, &r)
+	return r, err
+}
+
+// get reads one record; absent, unreadable or unavailable are all "none".
+func (m *Memory) get(ctx context.Context, key string) (Record, bool) {
+	b, err := m.st.Get(ctx, key)
+	if err != nil {
+		return Record{}, false
+	}
+	r, err := decode(b)
+	return r, err == nil
+}
+
+// Recall reads what is remembered of ip: the tests it passed, and its
+// reputation and its network's as results for the rules.
+func (m *Memory) Recall(ctx context.Context, ip netip.Addr) checks.Recollection {
+	var rec checks.Recollection
+	if !ip.IsValid() {
+		return rec
+	}
+	now := m.cfg.Now()
+	if r, ok := m.get(ctx, IPKey(ip)); ok {
+		for test, until := range r.Passes {
+			if now.Before(until) {
+				if rec.Passed == nil {
+					rec.Passed = map[checks.Name]bool{}
+				}
+				rec.Passed[checks.Name(test)] = true
+			}
+		}
+		if res, ok := m.judge(r, ip.String(), "reputation"); ok {
+			rec.Results = append(rec.Results, res)
+		}
+	}
+	if r, ok := m.get(ctx, netKeyOf(ip)); ok {
+		if res, ok := m.judge(r, NetOf(ip).String(), "reputation.net"); ok {
+			rec.Results = append(rec.Results, res)
+		}
+	}
+	return rec
+}
+
+// judge says what a record's decayed history makes of its owner: outcome
+// <family>_good or <family>_bad… written as reputation.good/bad for an
+// address and reputation.net_good/net_bad for a network.
+func (m *Memory) judge(r Record, who, family string) (checks.Result, bool) {
+	m.decay(&r, m.cfg.Now())
+	total := r.Good + r.Bad
+	if total < m.cfg.MinEvents {
 		return checks.Result{}, false
 	}
-	r.mu.Lock()
-	s.decay(r)
-	good, bad := r.good, r.bad
-	r.mu.Unlock()
-	total := good + bad
-	if total < s.cfg.MinEvents {
-		return checks.Result{}, false
+	outcome := func(what string) string {
+		if family == "reputation.net" {
+			return "reputation.net_" + what
+		}
+		return "reputation." + what
 	}
-	evidence := fmt.Sprintf("accepted %.1f refused %.1f (decayed, half-life %s)", good, bad, s.cfg.HalfLife)
+	evidence := fmt.Sprintf("accepted %.1f refused %.1f (decayed, half-life %s); first seen %s",
+		r.Good, r.Bad, m.cfg.HalfLife, r.First.UTC().Format(time.RFC3339))
 	switch {
-	case bad/total >= s.cfg.BadRatio:
-		return checks.Result{Check: Name, Outcome: "reputation.bad",
-			Reason: fmt.Sprintf("%s: %.0f%% of its recent mail was refused", ip, 100*bad/total), Evidence: evidence}, true
-	case good/total >= s.cfg.GoodRatio:
-		return checks.Result{Check: Name, Outcome: "reputation.good",
-			Reason: fmt.Sprintf("%s: %.0f%% of its recent mail was accepted", ip, 100*good/total), Evidence: evidence}, true
+	case r.Bad/total >= m.cfg.BadRatio:
+		return checks.Result{Check: Name, Outcome: outcome("bad"),
+			Reason: fmt.Sprintf("%s: %.0f%% of its recent mail was refused", who, 100*r.Bad/total), Evidence: evidence}, true
+	case r.Good/total >= m.cfg.GoodRatio:
+		return checks.Result{Check: Name, Outcome: outcome("good"),
+			Reason: fmt.Sprintf("%s: %.0f%% of its recent mail was accepted", who, 100*r.Good/total), Evidence: evidence}, true
 	}
 	return checks.Result{}, false
 }
 
-// Len is the number of addresses remembered.
-func (s *Store) Len() int { return s.lru.Len() }
+// update queues a read-modify-write of one record.
+func (m *Memory) update(key string, fn func(r *Record, now time.Time) time.Duration) {
+	m.async.Update(key, func(old []byte, found bool) ([]byte, time.Duration, error) {
+		var r Record
+		if found {
+			if err := json.Unmarshal(old, &r); err != nil {
+				r = Record{} // a damaged record starts over
+			}
+		}
+		now := m.cfg.Now()
+		ttl := fn(&r, now)
+		b, err := json.Marshal(r)
+		return b, ttl, err
+	})
+}
+
+// Pass remembers that ip passed test, for ttl.
+func (m *Memory) Pass(ip netip.Addr, test checks.Name, ttl time.Duration) {
+	if ttl <= 0 || !ip.IsValid() {
+		return
+	}
+	m.update(IPKey(ip), func(r *Record, now time.Time) time.Duration {
+		if r.Passes == nil {
+			r.Passes = map[string]time.Time{}
+		}
+		r.Passes[string(test)] = now.Add(ttl)
+		return m.ttl(r, now)
+	})
+}
+
+// Fail forgets ip's pass of test.
+func (m *Memory) Fail(ip netip.Addr, test checks.Name) {
+	if !ip.IsValid() {
+		return
+	}
+	m.update(IPKey(ip), func(r *Record, now time.Time) time.Duration {
+		delete(r.Passes, string(test))
+		return m.ttl(r, now)
+	})
+}
+
+// Record adds a finished connection: messages the backend accepted, and
+// refusals mxguard gave (by the check behind each).
+func (m *Memory) Record(ip netip.Addr, accepted int, refusals []checks.Name) {
+	if !ip.IsValid() {
+		return
+	}
+	add := func(r *Record, now time.Time) time.Duration {
+		if r.First.IsZero() {
+			r.First = now
+		}
+		r.Last = now
+		r.Conns++
+		r.Accepted += int64(accepted)
+		for _, c := range refusals {
+			if r.Refused == nil {
+				r.Refused = map[string]int64{}
+			}
+			name := string(c)
+			if name == "" {
+				name = "other"
+			}
+			r.Refused[name]++
+		}
+		m.decay(r, now)
+		r.Good += float64(accepted)
+		r.Bad += float64(len(refusals))
+		return m.ttl(r, now)
+	}
+	m.update(IPKey(ip), add)
+	m.update(netKeyOf(ip), add)
+}
+
+// ttl keeps a record for the retention after it was last seen, or until
+// its last pass expires, whichever is later.
+func (m *Memory) ttl(r *Record, now time.Time) time.Duration {
+	ttl := m.cfg.Retention
+	for _, until := range r.Passes {
+		ttl = max(ttl, until.Sub(now))
+	}
+	return ttl
+}
+
+// Lookup returns the record under key (IPKey or NetKey), for `mxguard
+// state show`.
+func (m *Memory) Lookup(ctx context.Context, key string) (Record, error) {
+	b, err := m.st.Get(ctx, key)
+	if err != nil {
+		return Record{}, err
+	}
+	return decode(b)
+}
+
+// Each calls fn for every record of a kind (IPPrefix or NetPrefix), for
+// `mxguard state top` and `forget`.
+func (m *Memory) Each(ctx context.Context, prefix string, fn func(key string, r Record) error) error {
+	return m.st.Scan(ctx, prefix, func(key string, v []byte) error {
+		r, err := decode(v)
+		if err != nil {
+			return nil // a damaged record is skipped
+		}
+		return fn(key, r)
+	})
+}
+
+var _ checks.Memory = (*Memory)(nil)

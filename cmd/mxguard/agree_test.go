@@ -76,7 +76,10 @@ client_identity = "none"
 resolvers = [%q]
 [log]
 path = %q
-[dnsbl]`, listen, sink.Addr(), dns.Addr(), logPath), 1)
+[state]
+file = %q
+control_socket = ""
+[dnsbl]`, listen, sink.Addr(), dns.Addr(), logPath, filepath.Join(dir, "state.db")), 1)
 	os.WriteFile(cfgPath, []byte(cfg), 0o644)
 
 	var stderr syncBuffer

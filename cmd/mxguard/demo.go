@@ -18,6 +18,7 @@ import (
 	"github.com/mxguard/mxguard/config"
 	"github.com/mxguard/mxguard/mailsink"
 	"github.com/mxguard/mxguard/proxy"
+	"github.com/mxguard/mxguard/state"
 	"github.com/mxguard/mxguard/zonedns"
 )
 
@@ -73,6 +74,8 @@ func demo(listen, dir string, delay time.Duration, stdout, stderr io.Writer) int
 	// must not earn a pass that lets the next (early-talking) try through.
 	cfg.Reputation.GreetPassTTL = 0
 	cfg.Backend.Address = sink.Addr()
+	cfg.State.Store = config.StoreMemory // the demo leaves nothing behind
+	cfg.State.ControlSocket = ""
 	cfg.DNS.Resolvers = []string{dns.Addr()}
 
 	logger := slog.New(slog.NewJSONHandler(stdout, nil))
@@ -81,7 +84,13 @@ func demo(listen, dir string, delay time.Duration, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "mxguard demo: %v\n", err)
 		return 1
 	}
-	rt, err := proxy.NewRuntime(cfg, proxy.Shared{Resolver: res, Memory: newReputation(cfg)}, logger)
+	st, err := state.Open(cfg, state.Options{Logger: logger})
+	if err != nil {
+		fmt.Fprintf(stderr, "mxguard demo: %v\n", err)
+		return 1
+	}
+	defer st.Close()
+	rt, err := proxy.NewRuntime(cfg, proxy.Shared{Resolver: res, Memory: newMemory(cfg, st), State: st}, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "mxguard demo: %v\n", err)
 		return 1

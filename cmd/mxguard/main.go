@@ -47,6 +47,7 @@ var commands = []command{
 	{"demo", "", "run on loopback in front of a built-in demo backend and DNS", demoFlags},
 	{"test", "", "what would mxguard do with this session? (sends nothing)", testFlags},
 	{"log", "[FILE...]", "what was refused, and why (reads the decision log)", logFlags},
+	{"state", "show IP|CIDR|DOMAIN | forget IP|CIDR | top", "what mxguard remembers of clients: show it, forget it, the worst and best", stateFlags},
 	{"version", "", "print the version", func(*flag.FlagSet) runner {
 		return func(_ []string, stdout, _ io.Writer) int {
 			fmt.Fprintf(stdout, "mxguard %s\n", versionString())

@@ -90,7 +90,10 @@ resolvers = [%q]
 timeout = "500ms"
 [log]
 path = %q
-%s`, listen, backend, dns, logPath, extra)
+[state]
+file = %q
+control_socket = %q
+%s`, listen, backend, dns, logPath, filepath.Join(filepath.Dir(path), "state.db"), filepath.Join(filepath.Dir(path), "control.sock"), extra)
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

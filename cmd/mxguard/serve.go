@@ -20,6 +20,7 @@ import (
 	"github.com/mxguard/mxguard/proxy"
 	"github.com/mxguard/mxguard/reputation"
 	"github.com/mxguard/mxguard/resolver"
+	"github.com/mxguard/mxguard/state"
 )
 
 const defaultConfig = config.DefaultPath
@@ -66,7 +67,20 @@ func serve(path string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, cfg.Errorf([]string{"dns"}, "%v", err))
 		return 1
 	}
-	shared := proxy.Shared{Resolver: res, Memory: newReputation(cfg), Metrics: m}
+	st, err := state.Open(cfg, state.Options{Logger: logger})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	defer st.Close() // after the server: its last writes are applied
+	m.SetStoreUp(st.Healthy)
+	ctl, err := state.ServeControl(cfg.State.ControlSocket, st, logger)
+	if err != nil {
+		fmt.Fprintln(stderr, cfg.Errorf([]string{"state", "control_socket"}, "state: %v", err))
+		return 1
+	}
+	defer ctl.Close()
+	shared := proxy.Shared{Resolver: res, Memory: newMemory(cfg, st), Metrics: m, State: st}
 	rt, err := proxy.NewRuntime(cfg, shared, logger)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -157,9 +171,12 @@ func reload(path string, cur *proxy.Runtime, logger *slog.Logger) (*proxy.Runtim
 		}
 		shared.Resolver = res
 	}
-	if cfg.Reputation.Size != cur.Cfg.Reputation.Size || cfg.Reputation.HalfLife != cur.Cfg.Reputation.HalfLife {
-		logger.Warn("reputation settings changed: starting with an empty memory of clients")
-		shared.Memory = newReputation(cfg)
+	if cfg.Reputation != cur.Cfg.Reputation {
+		shared.Memory = newMemory(cfg, shared.State) // the same store, read by the new settings
+	}
+	if cfg.State != cur.Cfg.State {
+		logger.Warn("state settings changed: restart mxguard to apply")
+		cfg.State = cur.Cfg.State
 	}
 	rt, err := proxy.NewRuntime(cfg, shared, logger)
 	if err != nil {
@@ -171,10 +188,10 @@ func reload(path string, cur *proxy.Runtime, logger *slog.Logger) (*proxy.Runtim
 	return rt, nil
 }
 
-func newReputation(cfg *config.Config) *reputation.Store {
-	return reputation.New(reputation.Config{
-		Size:     cfg.Reputation.Size,
-		HalfLife: cfg.Reputation.HalfLife.D(),
+// newMemory is the memory of clients on the state store.
+func newMemory(cfg *config.Config, st *state.State) *reputation.Memory {
+	return reputation.New(st.Store, st.Async, reputation.Config{
+		HalfLife: cfg.Reputation.HalfLife.D(), Retention: cfg.Reputation.Retention.D(), Now: st.Now,
 	})
 }
 
@@ -199,6 +216,10 @@ func checkConfig(path string, stdout, stderr io.Writer) int {
 	if err == nil {
 		_, err = proxy.NewRuntime(cfg, proxy.Shared{}, nil) // the rules, lists and TLS are checked here
 	}
+	note := ""
+	if err == nil {
+		note, err = state.Check(cfg)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -208,7 +229,7 @@ func checkConfig(path string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "# %s: OK; the effective configuration, defaults included:\n", path)
+	fmt.Fprintf(stdout, "# %s: OK; %s. The effective configuration, defaults included:\n", path, note)
 	stdout.Write(b)
 	return 0
 }
