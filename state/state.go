@@ -60,7 +60,10 @@ func Open(cfg *config.Config, o Options) (*State, error) {
 		if err != nil {
 			return nil, cfg.Errorf([]string{"state", "redis_address"}, "state: %v", err)
 		}
-		s.Store, s.Limiter, s.Shared = r, ratelimit.NewRedis(r), true
+		// Counted in Redis, so a fleet enforces one limit; while Redis is
+		// down, each instance counts for itself rather than not at all.
+		s.Store, s.Shared = r, true
+		s.Limiter = ratelimit.Fallback{Primary: ratelimit.NewRedis(r), Secondary: ratelimit.NewLocal(ratelimit.LocalOptions{Now: o.Now})}
 	case config.StoreMemory:
 		s.Store = store.NewMemory(o.Now)
 	default:
