@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/internal/testsrv"
+	"github.com/mxguard/mxguard/state"
 
 	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
@@ -47,14 +48,16 @@ $ORIGIN 127.in-addr.arpa.
 // harness is mxguard on loopback in front of an in-process backend, with a
 // fixture DNS server. Everything stops when the test ends.
 type harness struct {
-	t    *testing.T
-	dns  *zonedns.Server
-	sink *mailsink.Server
-	srv  *Server
-	cfg  *config.Config
-	addr string
-	logs *logBuffer
-	rep  *testMemory
+	t     *testing.T
+	dns   *zonedns.Server
+	sink  *mailsink.Server
+	srv   *Server
+	cfg   *config.Config
+	addr  string
+	logs  *logBuffer
+	rep   *testMemory
+	state *state.State
+	now   func() time.Time
 }
 
 type harnessOpt struct {
@@ -64,6 +67,12 @@ type harnessOpt struct {
 	// proxied: 127.0.0.1 is a load balancer sending PROXY headers, so
 	// tests can present clients with real-looking addresses (dialAs).
 	proxied bool
+	// state is the state store mxguard keeps its memory of clients,
+	// greylisting and rate limits in (a shared Redis, a bolt file); nil
+	// is an in-memory store of the harness's own.
+	state *state.State
+	// now is mxguard's clock (greylisting); nil is time.Now.
+	now func() time.Time
 }
 
 func testConfig() *config.Config {
@@ -79,6 +88,8 @@ func testConfig() *config.Config {
 	// The tests' clients all come from 127.0.0.0/24, many at a time.
 	cfg.Limits.MaxConnectionsPerNet = 100000
 	cfg.Limits.ConnectionRatePerIP = 0
+	cfg.State.Store = config.StoreMemory
+	cfg.State.ControlSocket = ""
 	cfg.Backend.CommandTimeout = config.Duration(5 * time.Second)
 	cfg.Backend.DataTimeout = config.Duration(5 * time.Second)
 	return cfg
@@ -102,7 +113,16 @@ func newHarness(t *testing.T, o harnessOpt) *harness {
 	if o.cfg != nil {
 		o.cfg(h.cfg)
 	}
-	h.rep = newTestMemory(t)
+	if o.state == nil {
+		st, err := state.Open(h.cfg, state.Options{Now: o.now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		o.state = st
+	}
+	h.state, h.now = o.state, o.now
+	h.rep = &testMemory{reputation.New(o.state.Store, o.state.Async, reputation.Config{Now: o.now}), o.state.Async}
 	rt := h.runtime(h.cfg)
 	h.srv = New(rt, slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -125,7 +145,7 @@ func (h *harness) runtime(cfg *config.Config) *Runtime {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	rt, err := NewRuntime(cfg, Shared{Resolver: res, Memory: h.rep.Memory}, nil)
+	rt, err := NewRuntime(cfg, Shared{Resolver: res, Memory: h.rep.Memory, State: h.state, Now: h.now}, nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -141,17 +161,6 @@ func (h *harness) runtime(cfg *config.Config) *Runtime {
 type testMemory struct {
 	*reputation.Memory
 	async *store.Async
-}
-
-func newTestMemory(t testing.TB) *testMemory {
-	st := store.NewMemory(nil)
-	async := store.NewAsync(st, 0)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		async.Close(ctx)
-	})
-	return &testMemory{reputation.New(st, async, reputation.Config{}), async}
 }
 
 func (m *testMemory) flush() {
