@@ -1,58 +1,69 @@
 #!/usr/bin/env bash
-# bench/run.sh: mxguard against its backend alone, on one machine, in one go.
+# bench/run.sh: mxguard, the bare relay and the backend alone, side by side,
+# on one machine, in one go (issue 15).
 #
-# For each backend (the in-process mailsink, run in a process of its own by
-# bench/benchd; Postfix's smtp-sink when installed) and each load shape (one
-# message per connection, 20 per connection), the same load is sent to the
-# backend directly and through mxguard, with every check on and the DNS
-# fixture on loopback (cache warm, greeting pass cache warm). It prints
-# messages/s, p50/p99 latency and CPU seconds per 1000 messages of every
-# process, then the greeting delay cold vs warm, then the memory of mxguard
-# holding idle connections in the greeting stage, then (PROFILE=1) the top of
-# a CPU profile of mxguard under the 20-connection load.
+# Three targets get the same load: the backend alone (Postfix's smtp-sink,
+# or the in-process mailsink), the bare relay in front of it (bench/benchd
+# -relay: a go-smtp server relaying in lockstep through go-smtp's client, no
+# checks at all), and mxguard in front of it with every check on (DNS
+# fixture on loopback, caches warm). For each shape (one message per
+# connection; 20 per connection) the three runs alternate, REPS times, and
+# the median is reported, so that the ratios hold on a shared machine. Then
+# mxguard again with DKIM-signed mail, beside a crypto/rsa verification
+# benchmark (same run); the latency one connection at a time; the memory of
+# 10,000 idle connections after the banner (relay, mxguard) and in the
+# greeting wait (mxguard); the greeting delay; CPU and allocation profiles.
 #
-#   bash bench/run.sh                      # about 2-3 minutes on 2 cores
-#   N=20000 IDLE=2000 PROFILE=0 bash bench/run.sh
+#   bash bench/run.sh                      # about 5 minutes on 2 cores
+#   REPS=1 IDLE=2000 PROFILE=0 bash bench/run.sh
 #
 # Knobs (environment):
-#   N=5000           messages per load run        C=20        connections
-#   SIZE=1024        message size, headers incl.  DKIM=1      sign (RSA 2048, once for all)
-#   GREET_DELAY=1s   mxguard's greeting delay (the cold case waits it; warm runs skip it)
-#   COLD_N=100       connections in the cold greeting run, each from an address never seen
-#   WARM_N=1000      connections in the warm greeting runs
-#   LOW_N=1000       messages in the low-load latency runs (1 connection at a time)
-#   IDLE=10000       idle connections held (0: skip) IDLE_HOLD=15s
-#   LOG_LEVEL=warn   mxguard's log level (the log goes to a file)
-#   PROFILE=1        take a CPU profile           PROFILE_SECONDS=5
-#   SMTP_SINK=/usr/sbin/smtp-sink                 KEEP=0      keep the work directory
+#   N=5000          messages per load run      C=20       connections
+#   REPS=3          alternating repetitions (the median is reported)
+#   SIZE=1024       message size, headers incl.
+#   DKIM=1          also run mxguard with DKIM-signed mail (RSA 2048, one signature for all)
+#   LOW_N=1000      messages in the one-connection-at-a-time latency runs
+#   IDLE=10000      idle connections held (0: skip)   IDLE_HOLD=6s
+#   GREETING=1      the greeting-delay runs (cold / warm pass cache / trusted)
+#   GREET_DELAY=1s  mxguard's greeting delay (waited only by new addresses)
+#   COLD_N=100 WARM_N=1000
+#   BACKEND=smtp-sink (default when installed) or mailsink
+#   SMTP_SINK=/usr/sbin/smtp-sink
+#   PROFILE=1       CPU and allocation profiles of mxguard   PROFILE_SECONDS=4
+#   LOG_LEVEL=warn  mxguard's log level (to a file)           KEEP=0 keep the work directory
+#   REV=            what to call the build in the report (default: git describe)
 #
 # Everything runs on loopback; clients dial from several 127.0.0.x source
 # addresses so that they look like distinct hosts. Everything started here
-# is stopped on exit.
+# is stopped on exit (also on Ctrl-C).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 N=${N:-5000}
 C=${C:-20}
+REPS=${REPS:-3}
 SIZE=${SIZE:-1024}
 DKIM=${DKIM:-1}
+LOW_N=${LOW_N:-1000}
+IDLE=${IDLE:-10000}
+IDLE_HOLD=${IDLE_HOLD:-6s}
+GREETING=${GREETING:-1}
 GREET_DELAY=${GREET_DELAY:-1s}
 COLD_N=${COLD_N:-100}
 WARM_N=${WARM_N:-1000}
-LOW_N=${LOW_N:-1000}
-IDLE=${IDLE:-10000}
-IDLE_HOLD=${IDLE_HOLD:-15s}
-LOG_LEVEL=${LOG_LEVEL:-warn}
-PROFILE=${PROFILE:-1}
-PROFILE_SECONDS=${PROFILE_SECONDS:-5}
 SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
+BACKEND=${BACKEND:-}
+PROFILE=${PROFILE:-1}
+PROFILE_SECONDS=${PROFILE_SECONDS:-4}
+LOG_LEVEL=${LOG_LEVEL:-warn}
 KEEP=${KEEP:-0}
 
 # Client addresses: the load (10), the cold greeting runs (COLD_N, each used
-# once), the idle connections (20). 127.0.0.2 is a DNSBL test point: avoided.
+# once), the idle connections (20 per run). 127.0.0.2 is a DNSBL test point:
+# avoided.
 MAIN_NET=127.0.0 MAIN_FIRST=11 MAIN_LAST=20
 COLD_NET=127.0.1
-IDLE_NET=127.0.2 IDLE_COUNT=20
+IDLE_COUNT=20
 HELO=mail.bench.example
 FROM=load@bench.example
 TO=postmaster@bench-mx.example
@@ -70,22 +81,30 @@ seq_list() { # NET FIRST LAST -> comma list
 }
 MAIN_SRC=$(seq_list $MAIN_NET $MAIN_FIRST $MAIN_LAST)
 COLD_SRC=$(seq_list $COLD_NET 1 "$COLD_N")
-IDLE_SRC=$(seq_list $IDLE_NET 1 $IDLE_COUNT)
 
 [ "$COLD_N" -ge 1 ] && [ "$COLD_N" -le 250 ] || die "COLD_N must be 1..250"
+[ "$REPS" -ge 1 ] || die "REPS must be at least 1"
 [ -r /proc/self/stat ] || die "needs Linux /proc"
 [ -n "${EPOCHREALTIME:-}" ] || die "needs bash 5"
 command -v go >/dev/null || die "needs the go command"
+if [ -z "$BACKEND" ]; then
+	BACKEND=mailsink
+	[ -x "$SMTP_SINK" ] && BACKEND=smtp-sink
+fi
+case $BACKEND in
+smtp-sink) [ -x "$SMTP_SINK" ] || die "$SMTP_SINK not found (apt-get install postfix), or BACKEND=mailsink" ;;
+mailsink) ;;
+*) die "BACKEND must be smtp-sink or mailsink" ;;
+esac
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mxguard-bench.XXXXXX")
 BIN=$WORK/bin
 mkdir -p "$BIN"
 
 # --- processes ---------------------------------------------------------------
-declare -A PID      # name -> pid of what we started
-declare -A TICKS    # "run:name" -> CPU ticks used during the run
-declare -A FOREIGN  # run -> % of the machine's CPU used by other processes meanwhile
-declare -A BUSY     # run -> % of the machine's CPU used by everything meanwhile
+declare -A PID     # name -> pid of what we started
+declare -A TICKS   # "run:name" -> CPU ticks used during the run
+declare -A FOREIGN # run -> % of the machine's CPU used by other processes meanwhile
 CLK_TCK=$(getconf CLK_TCK)
 NCPU=$(nproc)
 
@@ -109,16 +128,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# start NAME CMD...: run in the background, output in $WORK/NAME.out/.err.
-start() {
+start() { # NAME CMD...: in the background, output in $WORK/NAME.out/.err
 	local name=$1
 	shift
 	"$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
 	PID[$name]=$!
 }
 
-# stop NAME: TERM, wait, KILL if need be.
-stop() {
+stop() { # NAME: TERM, wait, KILL if need be
 	local pid=${PID[$1]:-} i
 	[ -n "$pid" ] || return 0
 	kill -TERM "$pid" 2>/dev/null || true
@@ -130,8 +147,7 @@ stop() {
 
 alive() { kill -0 "${PID[$1]}" 2>/dev/null; }
 
-# wait_line NAME PATTERN: until the process prints PATTERN on stdout.
-wait_line() {
+wait_line() { # NAME PATTERN: until the process prints PATTERN on stdout
 	local i
 	for ((i = 0; i < 100; i++)); do
 		grep -q "$2" "$WORK/$1.out" 2>/dev/null && return 0
@@ -174,24 +190,24 @@ next_port() { # sets PORT to a free port
 ticks() { # PID -> utime+stime in clock ticks, the whole process (all threads)
 	awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
 }
-
-sys_ticks() { # user+nice+system ticks of the whole machine (all CPUs), from /proc/stat
-	awk '/^cpu / { print $2 + $3 + $4; exit }' /proc/stat
-}
-
-irq_ticks() { # irq+softirq ticks (the loopback traffic is largely softirq work)
-	awk '/^cpu / { print $7 + $8; exit }' /proc/stat
-}
-
+sys_ticks() { awk '/^cpu / { print $2 + $3 + $4; exit }' /proc/stat; }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 
-# jget FIELD FILE: a number from smtpload's one-line JSON (0 when absent).
-jget() {
+jget() { # FIELD FILE: a number from smtpload's one-line JSON (0 when absent)
 	local v
 	v=$(sed -n "s/.*\"$1\":\([-0-9.eE+]*\).*/\1/p" "$2" | head -1)
 	echo "${v:-0}"
 }
+
+median() { # numbers as arguments -> their median ("-" for none)
+	printf '%s\n' "$@" | grep -E '^-?[0-9.]+$' | sort -g | awk '{ v[NR] = $1 } END {
+		if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+spread() { # numbers -> "min..max"
+	printf '%s\n' "$@" | grep -E '^-?[0-9.]+$' | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%g..%g", lo, hi }'
+}
+calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; } # EXPR [DECIMALS]
 
 # --- build -------------------------------------------------------------------
 note "building mxguard, smtpload and benchd into $BIN"
@@ -201,8 +217,7 @@ if [ "$PROFILE" = 1 ]; then
 	(cd "$ROOT" && go build -overlay "$WORK/overlay.json" -o "$BIN/mxguard-pprof" ./cmd/mxguard) || die "profiling build failed"
 fi
 
-# Idle mode and 20 busy connections need file descriptors: take the hard limit
-# (the children inherit it).
+# Idle mode needs file descriptors: take the hard limit (children inherit it).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
 if [ "$NOFILE" != unlimited ] && [ "$IDLE" -gt $((NOFILE - 200)) ]; then
@@ -210,48 +225,41 @@ if [ "$NOFILE" != unlimited ] && [ "$IDLE" -gt $((NOFILE - 200)) ]; then
 	IDLE=$((NOFILE - 200))
 fi
 
-# --- fixtures: DNS and the mailsink backend ----------------------------------
-DKIM_FLAGS=()
-if [ "$DKIM" = 1 ]; then
-	DKIM_FLAGS=(-dkim-key "$WORK/dkim.pem" -dkim-domain bench.example -dkim-selector bench)
-fi
+# --- fixtures: DNS, the backend, the bare relay ------------------------------
 start dns "$BIN/benchd" -dns 127.0.0.1:0 -sender-domain bench.example -dkim-key "$WORK/dkim.pem" -dkim-selector bench \
 	-host "$HELO=$MAIN_NET.$MAIN_FIRST-$MAIN_NET.$MAIN_LAST" \
 	-host "cold.bench.example=$COLD_NET.1-$COLD_NET.$COLD_N" \
-	-host "idle.bench.example=$IDLE_NET.1-$IDLE_NET.$IDLE_COUNT"
+	-host "idle.bench.example=127.0.2.1-127.0.2.$IDLE_COUNT,127.0.3.1-127.0.3.$IDLE_COUNT,127.0.4.1-127.0.4.$IDLE_COUNT"
 wait_line dns '^ready'
 DNS=$(sed -n 's/^dns=//p' "$WORK/dns.out")
 
-start sink "$BIN/benchd" -sink 127.0.0.1:0
-wait_line sink '^ready'
-SINK=$(sed -n 's/^sink=//p' "$WORK/sink.out")
-
-HAVE_SMTP_SINK=0
-if [ -x "$SMTP_SINK" ]; then
+if [ "$BACKEND" = smtp-sink ]; then
 	next_port
-	SS_PORT=$PORT
 	ss_user=()
-	if [ "$(id -u)" = 0 ]; then
-		ss_user=(-u "$(id -un postfix 2>/dev/null || echo nobody)")
-	fi
+	[ "$(id -u)" = 0 ] && ss_user=(-u "$(id -un postfix 2>/dev/null || echo nobody)")
 	# -h: its name; 1024: the listen backlog. It advertises XCLIENT without
-	# ADDR, which mxguard needs, so mxguard talks to it with identity "none".
-	start smtpsink "$SMTP_SINK" "${ss_user[@]}" -h smtp-sink.bench.example "127.0.0.1:$SS_PORT" 1024
-	wait_listen smtpsink "$SS_PORT"
-	HAVE_SMTP_SINK=1
+	# ADDR, which mxguard needs, so mxguard talks to it with identity "none",
+	# as the bare relay does.
+	start backend "$SMTP_SINK" "${ss_user[@]}" -h smtp-sink.bench.example "127.0.0.1:$PORT" 1024
+	wait_listen backend "$PORT"
+	BE_ADDR=127.0.0.1:$PORT IDENTITY=none
 else
-	note "$SMTP_SINK not found: the smtp-sink case is skipped (apt-get install postfix, or scripts/install-test-mtas.sh)"
+	start backend "$BIN/benchd" -sink 127.0.0.1:0
+	wait_line backend '^ready'
+	BE_ADDR=$(sed -n 's/^sink=//p' "$WORK/backend.out") IDENTITY=xclient
 fi
 
-# --- mxguard -----------------------------------------------------------------
-# mxguard_start NAME BACKEND IDENTITY GREET_DELAY MAX_CONNECTIONS TRUSTED [BINARY]
-# writes $WORK/NAME.toml from bench/mxguard-bench.toml and starts it; sets
-# MX to its address.
+start relay "$BIN/benchd" -relay 127.0.0.1:0 -relay-to "$BE_ADDR"
+wait_line relay '^ready'
+RELAY_ADDR=$(sed -n 's/^relay=//p' "$WORK/relay.out")
+
+# mxguard_start NAME GREET_DELAY MAX_CONNECTIONS TRUSTED [BINARY]: writes
+# $WORK/NAME.toml from bench/mxguard-bench.toml, starts it, sets MX.
 mxguard_start() {
-	local name=$1 backend=$2 identity=$3 delay=$4 maxconn=$5 trusted=$6 bin=${7:-$BIN/mxguard}
+	local name=$1 delay=$2 maxconn=$3 trusted=$4 bin=${5:-$BIN/mxguard}
 	next_port
 	sed -e "s|@TRUSTED@|$trusted|; s|@LISTEN@|127.0.0.1:$PORT|; s|@GREET_DELAY@|$delay|" \
-		-e "s|@MAX_CONNECTIONS@|$maxconn|; s|@BACKEND@|$backend|; s|@IDENTITY@|$identity|" \
+		-e "s|@MAX_CONNECTIONS@|$maxconn|; s|@BACKEND@|$BE_ADDR|; s|@IDENTITY@|$IDENTITY|" \
 		-e "s|@DNS@|$DNS|; s|@LOG@|$WORK/$name.log|; s|@LOG_LEVEL@|$LOG_LEVEL|; s|@RULES@|$ROOT/bench/rules-bench.toml|" \
 		"$ROOT/bench/mxguard-bench.toml" >"$WORK/$name.toml"
 	grep -v '^#' "$WORK/$name.toml" | grep -q '@[A-Z_]*@' && die "unfilled placeholder in $WORK/$name.toml"
@@ -262,314 +270,403 @@ mxguard_start() {
 	MX=127.0.0.1:$PORT
 }
 
-LOAD_FLAGS=(-helo "$HELO" -from "$FROM" -to "$TO" -size "$SIZE" -timeout 30s "${DKIM_FLAGS[@]}")
+UNSIGNED=(-helo "$HELO" -from "$FROM" -to "$TO" -size "$SIZE" -timeout 30s)
+SIGNED=("${UNSIGNED[@]}" -dkim-key "$WORK/dkim.pem" -dkim-domain bench.example -dkim-selector bench)
 
-# load RUN ADDR PER_CONN COUNT SRC NAME...: one smtpload run with $CONC
-# connections; its JSON in $WORK/RUN.json, the CPU ticks each named process
-# used in TICKS[RUN:NAME].
-CONC=$C
+# load RUN ADDR PER_CONN COUNT CONC SIGNED(0/1) NAME...: one smtpload run;
+# its JSON in $WORK/RUN.json, the CPU ticks each named process used in
+# TICKS[RUN:NAME], the other processes' share of the machine in FOREIGN.
+WARNINGS=()
 load() {
-	local run=$1 addr=$2 per=$3 n=$4 src=$5 name rc=0
-	shift 5
-	local names=("$@")
+	local run=$1 addr=$2 per=$3 n=$4 conc=$5 signed=$6 name rc=0
+	shift 6
+	local names=("$@") flags=("${UNSIGNED[@]}")
+	[ "$signed" = 1 ] && flags=("${SIGNED[@]}")
 	declare -A before
 	for name in "${names[@]}"; do before[$name]=$(ticks "${PID[$name]}"); done
-	local sys0 sys1 irq0 irq1 t0 t1
-	sys0=$(sys_ticks) irq0=$(irq_ticks) t0=$EPOCHREALTIME
-	"$BIN/smtpload" -addr "$addr" -n "$n" -c "$CONC" -per-conn "$per" -src "$src" "${LOAD_FLAGS[@]}" -json \
+	local sys0 sys1 t0 t1
+	sys0=$(sys_ticks) t0=$EPOCHREALTIME
+	"$BIN/smtpload" -addr "$addr" -n "$n" -c "$conc" -per-conn "$per" -src "$MAIN_SRC" "${flags[@]}" -json \
 		>"$WORK/$run.json" 2>"$WORK/$run.err" || rc=$?
-	sys1=$(sys_ticks) irq1=$(irq_ticks) t1=$EPOCHREALTIME
+	sys1=$(sys_ticks) t1=$EPOCHREALTIME
 	for name in "${names[@]}"; do TICKS[$run:$name]=$(($(ticks "${PID[$name]}") - ${before[$name]})); done
 	[ $rc -le 1 ] || die "smtpload failed ($run): $(cat "$WORK/$run.err")"
-	# Other processes' CPU during the run (is the machine shared?): what the
-	# whole machine used, minus ours, as a share of all its CPUs over the
-	# run. Runs under a second are too short to tell.
 	local ours=0 wall
 	for name in "${names[@]}"; do ours=$((ours + ${TICKS[$run:$name]})); done
-	wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+	wall=$(calc "$t1 - $t0" 6)
 	if awk -v w="$wall" 'BEGIN { exit !(w >= 1) }'; then
 		FOREIGN[$run]=$(awk -v sys=$((sys1 - sys0)) -v ours="$ours" -v cl="$(jget client_cpu_s "$WORK/$run.json")" \
 			-v hz="$CLK_TCK" -v n="$NCPU" -v w="$wall" \
 			'BEGIN { f = (sys - ours - cl * hz) / (hz * n * w) * 100; printf "%.0f", (f < 0 ? 0 : f) }')
-		BUSY[$run]=$(awk -v sys=$((sys1 - sys0 + irq1 - irq0)) -v hz="$CLK_TCK" -v n="$NCPU" -v w="$wall" \
-			'BEGIN { printf "%.0f", sys / (hz * n * w) * 100 }')
 	fi
-	local ok refused errors
-	ok=$(jget ok "$WORK/$run.json")
+	local refused errors
 	refused=$(jget refused "$WORK/$run.json")
 	errors=$(jget errors "$WORK/$run.json")
 	if [ "$refused" != 0 ] || [ "$errors" != 0 ]; then
-		note "$run: $ok ok, $refused refused, $errors errors: $(sed -n 's/.*"\(refused_by\|errors_by\)":\({[^}]*}\).*/\2/p' "$WORK/$run.json")"
+		note "$run: $refused refused, $errors errors: $(sed -n 's/.*"\(refused_by\|errors_by\)":\({[^}]*}\).*/\2/p' "$WORK/$run.json")"
 		WARNINGS+=("$run: $refused refused, $errors errors (see $WORK/$run.json)")
 	fi
 }
-WARNINGS=()
 
-# warm MX: one patient connection from each load address (the greeting pass
-# cache, the DNS cache), then a short load (connections to the backend, the
-# heap). Everything must pass, or the numbers mean nothing.
-warm() {
-	local addr=$1 run
-	run=warm-$RANDOM
-	"$BIN/smtpload" -addr "$addr" -n $((MAIN_LAST - MAIN_FIRST + 1)) -c $((MAIN_LAST - MAIN_FIRST + 1)) -per-conn 1 \
-		-src "$MAIN_SRC" "${LOAD_FLAGS[@]}" -json >"$WORK/$run.json" 2>"$WORK/$run.err" ||
-		die "warm-up through $addr failed: $(cat "$WORK/$run.json" "$WORK/$run.err")"
-	"$BIN/smtpload" -addr "$addr" -n 500 -c "$C" -per-conn 5 -src "$MAIN_SRC" "${LOAD_FLAGS[@]}" -json \
-		>"$WORK/$run-2.json" 2>"$WORK/$run-2.err" ||
-		die "warm-up through $addr failed: $(cat "$WORK/$run-2.json" "$WORK/$run-2.err")"
+cpu_us() { # RUN NAME -> CPU microseconds per accepted message
+	awk -v t="${TICKS[$1:$2]}" -v hz="$CLK_TCK" -v ok="$(jget ok "$WORK/$1.json")" \
+		'BEGIN { if (ok > 0) printf "%.1f", t / hz / ok * 1e6; else print "-" }'
 }
 
-# --- 1. throughput, latency, CPU -----------------------------------------------
-BACKENDS=(mailsink)
-[ $HAVE_SMTP_SINK = 1 ] && BACKENDS+=(smtp-sink)
-for be in "${BACKENDS[@]}"; do
-	if [ "$be" = mailsink ]; then
-		mxguard_start mx-mailsink "$SINK" xclient "$GREET_DELAY" 20000 ""
-		BE_ADDR=$SINK BE_PROC=sink MX_PROC=mx-mailsink
-	else
-		mxguard_start mx-smtpsink "127.0.0.1:$SS_PORT" none "$GREET_DELAY" 20000 ""
-		BE_ADDR=127.0.0.1:$SS_PORT BE_PROC=smtpsink MX_PROC=mx-smtpsink
-	fi
-	note "$be: warming up (DNS cache, greeting pass cache for $MAIN_SRC)"
-	warm "$MX"
+# warm ADDR: one patient connection from each load address (the greeting
+# pass cache, the DNS cache), then a short load (backend connections, the
+# heap). Everything must pass, or the numbers mean nothing.
+warm() {
+	local run=warm-$RANDOM
+	"$BIN/smtpload" -addr "$1" -n $((MAIN_LAST - MAIN_FIRST + 1)) -c $((MAIN_LAST - MAIN_FIRST + 1)) -per-conn 1 \
+		-src "$MAIN_SRC" "${SIGNED[@]}" -json >"$WORK/$run.json" 2>"$WORK/$run.err" ||
+		die "warm-up through $1 failed: $(cat "$WORK/$run.json" "$WORK/$run.err")"
+	"$BIN/smtpload" -addr "$1" -n 1000 -c "$C" -per-conn 5 -src "$MAIN_SRC" "${UNSIGNED[@]}" -json \
+		>"$WORK/$run-2.json" 2>"$WORK/$run-2.err" ||
+		die "warm-up through $1 failed: $(cat "$WORK/$run-2.json" "$WORK/$run-2.err")"
+}
+
+mxguard_start mx "$GREET_DELAY" 20000 ""
+MX_MAIN=$MX
+note "warming up mxguard (DNS cache, greeting pass cache for $MAIN_SRC) and the bare relay"
+warm "$MX_MAIN"
+warm "$RELAY_ADDR"
+
+# --- 1. throughput and CPU, alternating ------------------------------------------
+TARGETS=(direct relay mx)
+target_addr() { case $1 in direct) echo "$BE_ADDR" ;; relay) echo "$RELAY_ADDR" ;; mx | mxdkim) echo "$MX_MAIN" ;; esac; }
+target_procs() { case $1 in direct) echo backend ;; relay) echo "relay backend" ;; mx | mxdkim) echo "mx backend" ;; esac; }
+front_proc() { case $1 in direct) echo backend ;; relay) echo relay ;; mx | mxdkim) echo mx ;; esac; }
+
+for ((rep = 1; rep <= REPS; rep++)); do
 	for per in 1 20; do
-		note "$be, $per message(s) per connection: $N messages direct, then through mxguard"
-		CONC=$C
-		load "$be-direct-$per" "$BE_ADDR" "$per" "$N" "$MAIN_SRC" "$BE_PROC"
-		load "$be-mxguard-$per" "$MX" "$per" "$N" "$MAIN_SRC" "$MX_PROC" "$BE_PROC"
-		note "$be, $per message(s) per connection: $LOW_N messages over 1 connection at a time, direct and through mxguard"
-		CONC=1
-		load "$be-lowdirect-$per" "$BE_ADDR" "$per" "$LOW_N" "$MAIN_SRC" "$BE_PROC"
-		load "$be-lowmxguard-$per" "$MX" "$per" "$LOW_N" "$MAIN_SRC" "$MX_PROC" "$BE_PROC"
-		CONC=$C
+		order=("${TARGETS[@]}")
+		# Rotate the order each repetition: no target always runs first.
+		for ((k = 1; k < rep; k++)); do order=("${order[@]:1}" "${order[0]}"); done
+		[ "$DKIM" = 1 ] && order+=(mxdkim)
+		note "rep $rep/$REPS, $per message(s) per connection: ${order[*]} ($N messages, $C connections)"
+		for t in "${order[@]}"; do
+			signed=0
+			[ "$t" = mxdkim ] && signed=1
+			# shellcheck disable=SC2046
+			load "$t-$per-$rep" "$(target_addr "$t")" "$per" "$N" "$C" "$signed" $(target_procs "$t")
+		done
+		if [ "$DKIM" = 1 ]; then
+			"$BIN/benchd" -rsa-verify "$WORK/dkim.pem" -rsa-seconds 0.5 >"$WORK/rsa-$per-$rep.out" ||
+				die "rsa-verify failed"
+		fi
 	done
-	if [ "$be" = mailsink ]; then
-		MX_MAILSINK=$MX
-	else
-		stop mx-smtpsink
-	fi
+done
+
+# --- 1b. latency without queueing: one connection at a time ----------------------
+for ((rep = 1; rep <= REPS; rep++)); do
+	for per in 1 20; do
+		order=("${TARGETS[@]}")
+		for ((k = 1; k < rep; k++)); do order=("${order[@]:1}" "${order[0]}"); done
+		note "rep $rep/$REPS, latency, $per message(s) per connection, 1 connection: ${order[*]} ($LOW_N messages)"
+		for t in "${order[@]}"; do
+			# shellcheck disable=SC2046
+			load "low-$t-$per-$rep" "$(target_addr "$t")" "$per" "$LOW_N" 1 0 $(target_procs "$t")
+		done
+	done
 done
 
 # --- 2. greeting delay: pass cache cold, then warm -------------------------------
-note "greeting: $COLD_N connections from $COLD_N new addresses (cold), then $WARM_N from the same (warm)"
-COLD_FLAGS=(-helo cold.bench.example -from "$FROM" -to "$TO" -size "$SIZE" -timeout 30s "${DKIM_FLAGS[@]}")
-greet_run() { # RUN ADDR COUNT
-	"$BIN/smtpload" -addr "$2" -n "$3" -c "$C" -per-conn 1 -src "$COLD_SRC" "${COLD_FLAGS[@]}" -json \
-		>"$WORK/$1.json" 2>"$WORK/$1.err" || {
-		note "$1: $(cat "$WORK/$1.json" "$WORK/$1.err")"
-		WARNINGS+=("$1: refusals or errors (see $WORK/$1.json)")
+if [ "$GREETING" = 1 ]; then
+	note "greeting: $COLD_N connections from $COLD_N new addresses (cold), then $WARM_N from the same (warm)"
+	COLD_FLAGS=(-helo cold.bench.example -from "$FROM" -to "$TO" -size "$SIZE" -timeout 30s)
+	greet_run() { # RUN ADDR COUNT
+		"$BIN/smtpload" -addr "$2" -n "$3" -c "$C" -per-conn 1 -src "$COLD_SRC" "${COLD_FLAGS[@]}" -json \
+			>"$WORK/$1.json" 2>"$WORK/$1.err" || {
+			note "$1: $(cat "$WORK/$1.json" "$WORK/$1.err")"
+			WARNINGS+=("$1: refusals or errors (see $WORK/$1.json)")
+		}
 	}
-}
-greet_run greet-cold "$MX_MAILSINK" "$COLD_N"
-greet_run greet-warm "$MX_MAILSINK" "$WARM_N"
-stop mx-mailsink
-# trusted_networks: no delay and no checks at all, for comparison.
-mxguard_start mx-trusted "$SINK" xclient "$GREET_DELAY" 20000 '"127.0.0.0/8"'
-warm "$MX"
-greet_run greet-trusted "$MX" "$WARM_N"
-stop mx-trusted
+	greet_run greet-cold "$MX_MAIN" "$COLD_N"
+	greet_run greet-warm "$MX_MAIN" "$WARM_N"
+	mxguard_start mx-trusted "$GREET_DELAY" 20000 '"127.0.0.0/8"'
+	greet_run greet-trusted "$MX" "$WARM_N"
+	stop mx-trusted
+fi
+stop mx
 
-# --- 3. idle connections in the greeting stage --------------------------------------
-if [ "$IDLE" -gt 0 ]; then
-	note "idle: $IDLE connections held in the greeting stage (greet_delay 60s) for $IDLE_HOLD"
-	mxguard_start mx-idle "$SINK" xclient 60s $((IDLE + 1000)) ""
-	MX_IDLE_PID=${PID[mx-idle]}
+# --- 3. idle connections ------------------------------------------------------------
+# idle_run NAME PROC NET: IDLE connections from NET.1-20 held IDLE_HOLD;
+# RSS sampled while held: IDLE_RSS (the last sample, all of them open and
+# settled), IDLE_PEAK (VmHWM), IDLE_BEFORE.
+declare -A IDLE_RSS IDLE_PEAK IDLE_BEFORE IDLE_CPU
+declare -A EXTRA RSA
+idle_run() {
+	local name=$1 proc=$2 net=$3 pid r last=0 i
+	pid=${PID[$proc]}
 	sleep 0.5
-	RSS_BEFORE=$(rss_kb "$MX_IDLE_PID")
-	start idle "$BIN/smtpload" -addr "$MX" -idle "$IDLE" -hold "$IDLE_HOLD" -c 100 -src "$IDLE_SRC" -json
+	IDLE_BEFORE[$name]=$(rss_kb "$pid")
+	local t0
+	t0=$(ticks "$pid")
+	start "idle-$name" "$BIN/smtpload" -addr "$4" -idle "$IDLE" -hold "$IDLE_HOLD" -c 100 \
+		-src "$(seq_list "$net" 1 $IDLE_COUNT)" -json
 	for ((i = 0; i < 600; i++)); do
-		grep -q holding "$WORK/idle.err" 2>/dev/null && break
-		alive idle || break
+		grep -q holding "$WORK/idle-$name.err" 2>/dev/null && break
+		alive "idle-$name" || break
 		sleep 0.1
 	done
-	sleep 1
-	RSS_HELD=0
-	ESTABLISHED=?
-	if command -v ss >/dev/null; then
-		ESTABLISHED=$(ss -Htn state established "sport = :${MX##*:}" | wc -l)
-	fi
-	while alive idle; do
-		r=$(rss_kb "$MX_IDLE_PID")
-		[ "$r" -gt "$RSS_HELD" ] && RSS_HELD=$r
+	while alive "idle-$name"; do
+		r=$(rss_kb "$pid")
+		[ "$r" -gt 0 ] && last=$r
 		sleep 0.5
 	done
-	wait "${PID[idle]}" || true
-	unset "PID[idle]"
-	cp "$WORK/idle.out" "$WORK/idle.json"
-	HWM=$(hwm_kb "$MX_IDLE_PID")
-	IDLE_CPU_TICKS=$(ticks "$MX_IDLE_PID")
+	wait "${PID[idle-$name]}" || true
+	unset "PID[idle-$name]"
+	cp "$WORK/idle-$name.out" "$WORK/idle-$name.json"
+	IDLE_RSS[$name]=$last
+	IDLE_PEAK[$name]=$(hwm_kb "$pid")
+	IDLE_CPU[$name]=$(($(ticks "$pid") - t0))
+}
+if [ "$IDLE" -gt 0 ]; then
+	IDLE_HOLD_S=${IDLE_HOLD%s}
+	note "idle: $IDLE connections after the banner, held $IDLE_HOLD: the bare relay"
+	stop relay # a fresh one: its memory is the idle connections' alone
+	start relay "$BIN/benchd" -relay 127.0.0.1:0 -relay-to "$BE_ADDR"
+	wait_line relay '^ready'
+	RELAY_ADDR=$(sed -n 's/^relay=//p' "$WORK/relay.out")
+	idle_run relay relay 127.0.2 "$RELAY_ADDR"
+	stop relay
+	# mxguard: greet_delay 1s, so the idle clients wait it out, get the
+	# banner and stay; max_connections twice the flood, so stress mode
+	# (which would shorten the delays) stays off.
+	note "idle: $IDLE connections after the banner, held $IDLE_HOLD: mxguard"
+	mxguard_start mx-idle 1s $((2 * IDLE + 1000)) ""
+	idle_run mx-banner mx-idle 127.0.3 "$MX"
+	stop mx-idle
+	note "idle: $IDLE connections in the greeting wait (greet_delay 60s), held $IDLE_HOLD: mxguard"
+	mxguard_start mx-idle 60s $((2 * IDLE + 1000)) ""
+	idle_run mx-greeting mx-idle 127.0.4 "$MX"
 	stop mx-idle
 fi
 
-# --- 4. profile ----------------------------------------------------------------------
+# --- 4. profiles ----------------------------------------------------------------------
+PROFILES=()
 if [ "$PROFILE" = 1 ]; then
 	next_port
 	PPROF_PORT=$PORT
 	export MXGUARD_PPROF=127.0.0.1:$PPROF_PORT
-	mxguard_start mx-pprof "$SINK" xclient "$GREET_DELAY" 20000 "" "$BIN/mxguard-pprof"
+	mxguard_start mx-pprof "$GREET_DELAY" 20000 "" "$BIN/mxguard-pprof"
 	unset MXGUARD_PPROF
 	wait_listen mx-pprof "$PPROF_PORT"
 	warm "$MX"
-	for per in 1 20; do
-		rate=$(jget msgs_per_sec "$WORK/mailsink-mxguard-$per.json")
-		n=$(awk -v r="$rate" -v s="$PROFILE_SECONDS" 'BEGIN { n = int(r * (s + 3)); print (n < 1000 ? 1000 : n) }')
-		note "profiling mxguard for ${PROFILE_SECONDS}s under $C connections, $per message(s) each"
-		start "profload-$per" "$BIN/smtpload" -addr "$MX" -n "$n" -c "$C" -per-conn "$per" -src "$MAIN_SRC" "${LOAD_FLAGS[@]}" -json
-		sleep 1
-		url="http://127.0.0.1:$PPROF_PORT/debug/pprof/profile?seconds=$PROFILE_SECONDS"
+	purl=http://127.0.0.1:$PPROF_PORT/debug/pprof
+	fetch() { # URL FILE
 		if command -v curl >/dev/null; then
-			curl -fsS -o "$WORK/cpu-$per.pprof" "$url" || die "could not fetch the profile from $url"
+			curl -fsS -o "$2" "$1" || die "could not fetch $1"
 		else
-			go tool pprof -proto -output "$WORK/cpu-$per.pprof" "$url" 2>/dev/null || die "could not fetch the profile from $url"
+			go tool pprof -proto -output "$2" "$1" 2>/dev/null || die "could not fetch $1"
 		fi
-		wait "${PID[profload-$per]}" || true
-		unset "PID[profload-$per]"
-		go tool pprof -top -nodecount=25 "$BIN/mxguard-pprof" "$WORK/cpu-$per.pprof" >"$WORK/cpu-$per.top" 2>/dev/null || true
-		go tool pprof -top -cum -nodecount=60 "$BIN/mxguard-pprof" "$WORK/cpu-$per.pprof" >"$WORK/cpu-$per.cum" 2>/dev/null || true
+	}
+	for p in 1 20 20s; do
+		per=${p%s} signed=0 flags=("${UNSIGNED[@]}")
+		[ "$p" = 20s ] && signed=1 flags=("${SIGNED[@]}")
+		run=mx-$per-1
+		[ "$signed" = 1 ] && run=mxdkim-$per-1
+		rate=$(jget msgs_per_sec "$WORK/$run.json")
+		[ -f "$WORK/$run.json" ] || rate=1000
+		n=$(awk -v r="$rate" -v s="$PROFILE_SECONDS" 'BEGIN { n = int(r * (s + 3)); print (n < 1000 ? 1000 : n) }')
+		note "profiling mxguard for ${PROFILE_SECONDS}s under $C connections, $per message(s) each$([ "$signed" = 1 ] && echo ", DKIM-signed")"
+		fetch "$purl/allocs" "$WORK/allocs-$p-0.pprof"
+		start "profload-$p" "$BIN/smtpload" -addr "$MX" -n "$n" -c "$C" -per-conn "$per" -src "$MAIN_SRC" "${flags[@]}" -json
+		sleep 1
+		fetch "$purl/profile?seconds=$PROFILE_SECONDS" "$WORK/cpu-$p.pprof"
+		fetch "$purl/allocs" "$WORK/allocs-$p-1.pprof"
+		wait "${PID[profload-$p]}" || true
+		unset "PID[profload-$p]"
+		go tool pprof -top -nodecount=22 "$BIN/mxguard-pprof" "$WORK/cpu-$p.pprof" >"$WORK/cpu-$p.top" 2>/dev/null || true
+		go tool pprof -top -cum -nodecount=80 "$BIN/mxguard-pprof" "$WORK/cpu-$p.pprof" >"$WORK/cpu-$p.cum" 2>/dev/null || true
+		go tool pprof -top -nodecount=15 -sample_index=alloc_space -diff_base "$WORK/allocs-$p-0.pprof" \
+			"$BIN/mxguard-pprof" "$WORK/allocs-$p-1.pprof" >"$WORK/allocs-$p.top" 2>/dev/null || true
+		PROFILES+=("$p")
 	done
 	stop mx-pprof
 fi
 
 # --- report --------------------------------------------------------------------------
-cpu_per_k() { # RUN NAME -> CPU seconds per 1000 accepted messages
-	awk -v t="${TICKS[$1:$2]}" -v hz="$CLK_TCK" -v ok="$(jget ok "$WORK/$1.json")" \
-		'BEGIN { if (ok > 0) printf "%.3f", t / hz / ok * 1000; else print "-" }'
+# stat KIND TARGET PER: the median over the repetitions of
+#   rate (msgs/s), cpu (front process µs/msg), becpu (backend µs/msg),
+#   p99 (ms, C connections), low99 / low50 (ms, 1 connection).
+stat() {
+	local kind=$1 t=$2 per=$3 rep vals=()
+	for ((rep = 1; rep <= REPS; rep++)); do
+		local run=$t-$per-$rep
+		case $kind in
+		rate) vals+=("$(jget msgs_per_sec "$WORK/$run.json")") ;;
+		cpu) vals+=("$(cpu_us "$run" "$(front_proc "$t")")") ;;
+		becpu) vals+=("$(cpu_us "$run" backend)") ;;
+		p99) vals+=("$(jget latency_p99_ms "$WORK/$run.json")") ;;
+		low99) vals+=("$(jget latency_p99_ms "$WORK/low-$run.json")") ;;
+		low50) vals+=("$(jget latency_p50_ms "$WORK/low-$run.json")") ;;
+		added) # p99 one connection at a time, minus the backend alone's, same repetition
+			vals+=("$(calc "$(jget latency_p99_ms "$WORK/low-$run.json") - $(jget latency_p99_ms "$WORK/low-direct-$per-$rep.json")" 3)") ;;
+		esac
+	done
+	median "${vals[@]}"
 }
-verdict() { # CONDITION (awk expression over x) VALUE
-	awk -v x="$2" "BEGIN { print (($1) ? \"ok\" : \"MISSED\") }"
+allvals() { # like stat, every repetition: for the spread
+	local kind=$1 t=$2 per=$3 rep out=()
+	for ((rep = 1; rep <= REPS; rep++)); do
+		case $kind in
+		rate) out+=("$(printf '%.0f' "$(jget msgs_per_sec "$WORK/$t-$per-$rep.json")")") ;;
+		cpu) out+=("$(cpu_us "$t-$per-$rep" "$(front_proc "$t")")") ;;
+		esac
+	done
+	spread "${out[@]}"
 }
+
+label() { case $1 in direct) echo "$BACKEND alone" ;; relay) echo "bare relay -> $BACKEND" ;; mx) echo "mxguard -> $BACKEND" ;; mxdkim) echo "mxguard, DKIM-signed" ;; esac; }
+f2() { [ "$1" = - ] && echo - || printf '%.2f' "$1"; }
+f0() { [ "$1" = - ] && echo - || printf '%.0f' "$1"; }
+idle_mb() { [ -n "${IDLE_RSS[$1]:-}" ] && calc "${IDLE_RSS[$1]} / 1024" 1 || echo "-"; }
 
 echo
 echo "mxguard benchmark, $(date -u '+%Y-%m-%d %H:%M UTC') on $(hostname)"
-echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r), $(go version | awk '{ print $3 }')"
-echo "mxguard: $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown), every check on: HELO forward DNS, rDNS, DNSBL+RHSBL, SPF, DKIM, DMARC, spoofing, reputation,"
-echo "         allow/deny lists (none matching);"
-echo "         log at $LOG_LEVEL to a file; DNS fixture on loopback, cache warm; greeting pass cache warm (greet_delay $GREET_DELAY, not waited)"
+echo "machine: $NCPU cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r), $(go version | awk '{ print $3 }')"
+echo "mxguard: ${REV:-$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)}; every check on (HELO forward DNS, rDNS, DNSBL+RHSBL, SPF, DKIM, DMARC,"
+echo "         spoofing, reputation), allow/deny lists (none matching), log at $LOG_LEVEL to a file, DNS fixture on loopback, caches warm"
+echo "bare relay: go-smtp server → go-smtp client (bench/benchd -relay), lockstep, no checks; backend: $BACKEND (mxguard's identity: $IDENTITY)"
+echo "load:    $N messages of $SIZE bytes, unsigned, 1 recipient, $C connections, pipelining; $REPS alternating repetitions, median shown"
 noisy=$(for r in "${!FOREIGN[@]}"; do echo "${FOREIGN[$r]} $r"; done | sort -n | tail -1)
 if [ -n "$noisy" ]; then
-	echo "noise:   other processes used up to ${noisy%% *}% of the machine's CPU during a load run (${noisy#* })$(
-		[ "${noisy%% *}" -gt 10 ] && echo ": THE MACHINE WAS BUSY, the figures are contended")"
+	echo "noise:   other processes used up to ${noisy%% *}% of the machine's CPU during a run (${noisy#* })$(
+		[ "${noisy%% *}" -gt 10 ] && echo ": the machine was shared, the medians are what to read")"
 fi
-echo "load:    $N messages of $SIZE bytes$([ "$DKIM" = 1 ] && echo ", DKIM-signed (rsa-sha256)"), 1 recipient, $C connections, pipelining, from $MAIN_NET.$MAIN_FIRST-$MAIN_LAST"
-SUM_RATIO=() SUM_ADDED=() SUM_CPU=() MISS_RATIO=0 MISS_ADDED=0 MISS_CPU=0
 echo
-echo "1. Throughput and latency: the backend alone (direct) vs mxguard in front of it"
-printf '%-10s %5s | %9s %9s %6s %6s | %8s %8s %8s %8s | %8s | %s\n' \
-	backend msg/c "direct/s" "mxguard/s" ratio "≥45%" "p50 dir" "p50 mx" "p99 dir" "p99 mx" "+p99" "CPU busy(others)"
-for be in "${BACKENDS[@]}"; do
+echo "1. Side by side (CPU: the front process's own user+system time per message; p99 at $C connections; +p99: added over"
+echo "   the backend alone with 1 connection at a time; idle: RSS holding $IDLE connections)"
+printf '%-26s | %-38s | %-38s | %-21s\n' "" "1 message per connection" "20 messages per connection" "idle RSS (MB)"
+printf '%-26s | %7s %9s %8s %10s | %7s %9s %8s %10s | %10s %10s\n' "" "msg/s" "CPU µs" "p99 ms" "+p99 ms" "msg/s" "CPU µs" "p99 ms" "+p99 ms" "banner" "greeting"
+for t in direct relay mx; do
+	row=()
 	for per in 1 20; do
-		d=$WORK/$be-direct-$per.json m=$WORK/$be-mxguard-$per.json
-		dr=$(jget msgs_per_sec "$d") mr=$(jget msgs_per_sec "$m")
-		ratio=$(awk -v a="$mr" -v b="$dr" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * a / b : 0) }')
-		SUM_RATIO+=("$be/$per ${ratio}")
-		[ "$(verdict 'x >= 45' "${ratio%\%}")" = ok ] || MISS_RATIO=1
-		added=$(awk -v a="$(jget latency_p99_ms "$m")" -v b="$(jget latency_p99_ms "$d")" 'BEGIN { printf "%.2fms", a - b }')
-		printf '%-10s %5s | %9.0f %9.0f %6s %6s | %6.2fms %6.2fms %6.2fms %6.2fms | %8s | %s%%(%s%%) %s%%(%s%%)\n' \
-			"$be" "$per" "$dr" "$mr" "$ratio" "$(verdict 'x >= 45' "${ratio%\%}")" \
-			"$(jget latency_p50_ms "$d")" "$(jget latency_p50_ms "$m")" \
-			"$(jget latency_p99_ms "$d")" "$(jget latency_p99_ms "$m")" "$added" \
-			"${BUSY[$be-direct-$per]:-?}" "${FOREIGN[$be-direct-$per]:-?}" "${BUSY[$be-mxguard-$per]:-?}" "${FOREIGN[$be-mxguard-$per]:-?}"
+		add=$(f2 "$(stat added "$t" "$per")")
+		[ "$t" = direct ] && add=-
+		row+=("$(f0 "$(stat rate "$t" "$per")")" "$(f0 "$(stat cpu "$t" "$per")")" "$(f2 "$(stat p99 "$t" "$per")")" "$add")
 	done
+	ib=- ig=-
+	[ "$t" = relay ] && ib=$(idle_mb relay)
+	[ "$t" = mx ] && ib=$(idle_mb mx-banner) ig=$(idle_mb mx-greeting)
+	printf '%-26s | %7s %9s %8s %10s | %7s %9s %8s %10s | %10s %10s\n' "$(label "$t")" "${row[@]}" "$ib" "$ig"
 done
-echo "   latency: the whole transaction (connect, or MAIL on a reused connection, to the final 250). With 20"
-echo "   connections in flight it is mostly waiting for a CPU or a round trip (Little: 20 connections / rate)."
-echo "   CPU busy: share of the machine's CPU used (interrupts included) during the direct run, then the mxguard run"
-echo "   (100% = all ${NCPU} cores); in brackets the part used by processes outside the benchmark (should be ~0);"
-echo "   ? = run under 1s, too short to tell"
+if [ "$DKIM" = 1 ]; then
+	row=()
+	for per in 1 20; do row+=("$(f0 "$(stat rate mxdkim "$per")")" "$(f0 "$(stat cpu mxdkim "$per")")" "$(f2 "$(stat p99 mxdkim "$per")")" "-"); done
+	printf '%-26s | %7s %9s %8s %10s | %7s %9s %8s %10s |\n' "$(label mxdkim)" "${row[@]}"
+fi
 echo
-echo "1b. Latency without queueing: $LOW_N messages over 1 connection at a time (added latency target: p99 < 2ms)"
-printf '%-10s %5s | %8s %8s %8s | %8s %8s %8s | %8s %6s\n' \
-	backend msg/c "p50 dir" "p99 dir" "max dir" "p50 mx" "p99 mx" "max mx" "+p99" "<2ms"
-for be in "${BACKENDS[@]}"; do
-	for per in 1 20; do
-		d=$WORK/$be-lowdirect-$per.json m=$WORK/$be-lowmxguard-$per.json
-		added=$(awk -v a="$(jget latency_p99_ms "$m")" -v b="$(jget latency_p99_ms "$d")" 'BEGIN { printf "%.2f", a - b }')
-		SUM_ADDED+=("$be/$per ${added}ms")
-		[ "$(verdict 'x < 2' "$added")" = ok ] || MISS_ADDED=1
-		printf '%-10s %5s | %6.2fms %6.2fms %6.2fms | %6.2fms %6.2fms %6.2fms | %6sms %6s\n' "$be" "$per" \
-			"$(jget latency_p50_ms "$d")" "$(jget latency_p99_ms "$d")" "$(jget latency_max_ms "$d")" \
-			"$(jget latency_p50_ms "$m")" "$(jget latency_p99_ms "$m")" "$(jget latency_max_ms "$m")" \
-			"$added" "$(verdict 'x < 2' "$added")"
-	done
+echo "   every repetition (min..max): msg/s and front CPU µs per message"
+for t in direct relay mx $([ "$DKIM" = 1 ] && echo mxdkim); do
+	printf '   %-24s 1/conn %-12s %-14s 20/conn %-12s %-14s backend CPU µs/msg %s, %s\n' "$(label "$t")" \
+		"$(allvals rate "$t" 1)" "$(allvals cpu "$t" 1)" "$(allvals rate "$t" 20)" "$(allvals cpu "$t" 20)" \
+		"$(stat becpu "$t" 1)" "$(stat becpu "$t" 20)"
 done
-echo
-echo "2. CPU seconds per 1000 messages (each process's own user+system time, /proc/PID/stat)"
-printf '%-10s %5s | %10s %12s %10s | %10s %8s\n' backend msg/c "backend" "backend via" "mxguard" "mx/sink" "≤2×"
-for be in "${BACKENDS[@]}"; do
-	proc=sink mxp=mx-mailsink
-	[ "$be" = smtp-sink ] && proc=smtpsink mxp=mx-smtpsink
-	for per in 1 20; do
-		bd=$(cpu_per_k "$be-direct-$per" "$proc")
-		bv=$(cpu_per_k "$be-mxguard-$per" "$proc")
-		mx=$(cpu_per_k "$be-mxguard-$per" "$mxp")
-		ref=""
-		[ $HAVE_SMTP_SINK = 1 ] && ref=$(cpu_per_k "smtp-sink-direct-$per" smtpsink)
-		if [ -n "$ref" ] && [ "$ref" != - ] && [ "$mx" != - ]; then
-			x=$(awk -v a="$mx" -v b="$ref" 'BEGIN { printf "%.1f×", (b > 0 ? a / b : 0) }')
-			v=$(verdict 'x <= 2' "${x%×}")
-			SUM_CPU+=("$be/$per $x")
-			[ "$v" = ok ] || MISS_CPU=1
-		else
-			x=- v=-
-		fi
-		printf '%-10s %5s | %10s %12s %10s | %10s %8s\n' "$be" "$per" "$bd" "$bv" "$mx" "$x" "$v"
-	done
+echo "   1 connection at a time, p50 / p99 ms (median):"
+for t in direct relay mx; do
+	printf '   %-24s 1/conn %s / %s   20/conn %s / %s\n' "$(label "$t")" "$(f2 "$(stat low50 "$t" 1)")" "$(f2 "$(stat low99 "$t" 1)")" \
+		"$(f2 "$(stat low50 "$t" 20)")" "$(f2 "$(stat low99 "$t" 20)")"
 done
-echo "   backend: direct load; backend via: the same backend behind mxguard; mx/sink: mxguard's CPU per message over"
-echo "   smtp-sink's (direct, same load shape). The mailsink runs in its own process (bench/benchd -sink)."
-echo "   smtpload's own CPU per 1000: $(for r in mailsink-direct-1 mailsink-mxguard-1 mailsink-direct-20 mailsink-mxguard-20; do
-	awk -v c="$(jget client_cpu_s "$WORK/$r.json")" -v ok="$(jget ok "$WORK/$r.json")" -v r="$r" 'BEGIN { if (ok > 0) printf "%s %.3f  ", r, c / ok * 1000 }'
+echo "   smtpload's own CPU µs/msg (rep 1): $(for r in direct-1-1 relay-1-1 mx-1-1 direct-20-1 relay-20-1 mx-20-1; do
+	awk -v c="$(jget client_cpu_s "$WORK/$r.json")" -v ok="$(jget ok "$WORK/$r.json")" -v r="${r%-1}" 'BEGIN { if (ok > 0) printf "%s %.0f  ", r, c / ok * 1e6 }'
 done)"
-echo
-echo "3. Greeting delay (1 message per connection, $C at a time; backend mailsink)"
-printf '%-58s | %8s %9s %9s %s\n' case "conn/s" p50 p99 "ok/refused/errors"
-for r in greet-cold greet-warm greet-trusted; do
-	case $r in
-	greet-cold) label="cold: greet_delay $GREET_DELAY, $COLD_N new addresses, all checks" ;;
-	greet-warm) label="warm: $WARM_N from the same addresses (pass cache), all checks" ;;
-	greet-trusted) label="trusted_networks: $WARM_N, no delay, no checks (reference)" ;;
-	esac
-	printf '%-58s | %8.1f %7.1fms %7.1fms %s/%s/%s\n' "$label" "$(jget msgs_per_sec "$WORK/$r.json")" \
-		"$(jget latency_p50_ms "$WORK/$r.json")" "$(jget latency_p99_ms "$WORK/$r.json")" \
-		"$(jget ok "$WORK/$r.json")" "$(jget refused "$WORK/$r.json")" "$(jget errors "$WORK/$r.json")"
-done
-echo
-if [ "$IDLE" -gt 0 ]; then
-	echo "4. Idle: $IDLE connections held in the greeting stage (greet_delay 60s, bait banner sent), from $IDLE_COUNT addresses"
-	ij=$WORK/idle.json
-	printf '   accepted %s, in the greeting stage (got "220-" only) %s, greeted %s, refused %s, errors %s; established on the port: %s\n' \
-		"$(jget accepted "$ij")" "$(jget bait "$ij")" "$(jget greeted "$ij")" "$(jget refused "$ij")" "$(jget errors "$ij")" "$ESTABLISHED"
-	RSS_MB=$(awk -v h="$RSS_HELD" 'BEGIN { printf "%.1f", h / 1024 }')
-	awk -v b="$RSS_BEFORE" -v h="$RSS_HELD" -v w="$HWM" -v n="$(jget accepted "$ij")" -v t="$IDLE_CPU_TICKS" -v hz="$CLK_TCK" 'BEGIN {
-		printf "   mxguard RSS: %.1f MB before, %.1f MB holding them (peak VmHWM %.1f MB), %.1f KB per connection; target < 100 MB: %s\n",
-			b / 1024, h / 1024, w / 1024, (n > 0 ? (h - b) / n : 0), (h / 1024 < 100 ? "ok" : "MISSED")
-		printf "   mxguard CPU for the whole idle run: %.2fs\n", t / hz
-	}'
-else
-	echo "4. Idle: skipped (IDLE=0)"
-	RSS_MB=-
-fi
-okm() { [ "$1" = 0 ] && echo ok || echo MISSED; }
-echo
-echo "Targets (issue 6, 2-core machine)"
-printf '   %-44s %-58s %s\n' "throughput ≥45% of the backend alone" "${SUM_RATIO[*]}" "$(okm $MISS_RATIO)"
-printf '   %-44s %-58s %s\n' "mxguard CPU per message ≤2× smtp-sink's" "${SUM_CPU[*]:--}" "$([ ${#SUM_CPU[@]} -gt 0 ] && okm $MISS_CPU || echo "n/a (no smtp-sink)")"
-if [ "$IDLE" -gt 0 ]; then
-	printf '   %-44s %-58s %s\n' "$IDLE idle connections, RSS < 100 MB" "$RSS_MB MB" "$(awk -v x="$RSS_MB" -v n="$IDLE" 'BEGIN { print (n >= 10000 && x < 100) ? "ok" : (x < 100 ? "ok (fewer than 10000)" : "MISSED") }')"
-fi
-printf '   %-44s %-58s %s\n' "added p99 < 2 ms (warm, 1 connection)" "${SUM_ADDED[*]}" "$(okm $MISS_ADDED)"
-if [ "$PROFILE" = 1 ]; then
+
+if [ "$DKIM" = 1 ]; then
+	echo
+	echo "2. DKIM: mxguard's extra CPU per signed message (rsa-sha256, 2048 bits, keys cached) against one crypto/rsa verification"
 	for per in 1 20; do
-		echo
-		echo "5.$per CPU profile of mxguard, ${PROFILE_SECONDS}s under $C connections, $per message(s) per connection (top by flat time)"
-		grep '^Duration' "$WORK/cpu-$per.top" | sed 's/^/   /'
-		sed -n '/flat%/,$p' "$WORK/cpu-$per.top" | head -16 | sed 's/^/   /'
-		echo "   cumulative, mxguard's code and the libraries it calls:"
-		sed -n '/flat%/,$p' "$WORK/cpu-$per.cum" |
-			grep -E 'flat%|github\.com/|syscall\.(write|read)$|runtime\.mallocgc$|runtime\.gcBgMarkWorker$|net\.\(\*sysDialer\)\.dialSerial$' |
-			grep -vE 'Serve\.func1|handleConn$|\(\*Conn\)\.handle$' | head -24 | sed 's/^/   /'
+		ex=() rv=()
+		for ((rep = 1; rep <= REPS; rep++)); do
+			s=$(cpu_us "mxdkim-$per-$rep" mx) u=$(cpu_us "mx-$per-$rep" mx)
+			[ "$s" != - ] && [ "$u" != - ] && ex+=("$(calc "$s - $u" 1)")
+			rv+=("$(sed -n 's/^rsa_verify_cpu_us=//p' "$WORK/rsa-$per-$rep.out")")
+		done
+		EXTRA[$per]=$(median "${ex[@]}") RSA[$per]=$(median "${rv[@]}")
+		printf '   %2s msg/conn: signed %s µs, unsigned %s µs per message: extra %s µs (reps %s); crypto/rsa verify %s µs; ratio %s (goal ≤ 2)\n' \
+			"$per" "$(stat cpu mxdkim "$per")" "$(stat cpu mx "$per")" "${EXTRA[$per]}" "$(spread "${ex[@]}")" "${RSA[$per]}" \
+			"$(calc "${EXTRA[$per]} / ${RSA[$per]}" 2)"
 	done
 fi
+
+if [ "$GREETING" = 1 ]; then
+	echo
+	echo "3. Greeting delay (1 message per connection, $C at a time)"
+	printf '   %-58s | %8s %9s %9s %s\n' case "conn/s" p50 p99 "ok/refused/errors"
+	for r in greet-cold greet-warm greet-trusted; do
+		case $r in
+		greet-cold) l="cold: greet_delay $GREET_DELAY, $COLD_N new addresses, all checks" ;;
+		greet-warm) l="warm: $WARM_N from the same addresses (pass cache), all checks" ;;
+		greet-trusted) l="trusted_networks: $WARM_N, no delay, no checks (reference)" ;;
+		esac
+		printf '   %-58s | %8.1f %7.1fms %7.1fms %s/%s/%s\n' "$l" "$(jget msgs_per_sec "$WORK/$r.json")" \
+			"$(jget latency_p50_ms "$WORK/$r.json")" "$(jget latency_p99_ms "$WORK/$r.json")" \
+			"$(jget ok "$WORK/$r.json")" "$(jget refused "$WORK/$r.json")" "$(jget errors "$WORK/$r.json")"
+	done
+fi
+
+if [ "$IDLE" -gt 0 ]; then
+	echo
+	echo "4. Idle: $IDLE connections from $IDLE_COUNT addresses, held $IDLE_HOLD"
+	for n in relay mx-banner mx-greeting; do
+		j=$WORK/idle-$n.json
+		case $n in
+		relay) l="bare relay, after the banner" ;;
+		mx-banner) l="mxguard, after the banner" ;;
+		mx-greeting) l="mxguard, in the greeting wait" ;;
+		esac
+		printf '   %-30s RSS %6.1f MB (%.1f before, peak %.1f), %5.2f KB per connection; accepted %s, greeted %s, 220- only %s, errors %s; CPU %.2fs\n' \
+			"$l" "$(calc "${IDLE_RSS[$n]} / 1024" 2)" "$(calc "${IDLE_BEFORE[$n]} / 1024" 2)" "$(calc "${IDLE_PEAK[$n]} / 1024" 2)" \
+			"$(calc "(${IDLE_RSS[$n]} - ${IDLE_BEFORE[$n]}) / ($(jget accepted "$j") + 0.0001)" 2)" \
+			"$(jget accepted "$j")" "$(jget greeted "$j")" "$(jget bait "$j")" "$(jget errors "$j")" "$(calc "${IDLE_CPU[$n]} / $CLK_TCK" 2)"
+	done
+fi
+
+# Goals (issue 15).
+verdict() { awk -v x="$2" "BEGIN { print (($1) ? \"met\" : \"MISSED\") }"; }
+echo
+echo "Goals (issue 15), from the medians above"
+for per in 1 20; do
+	rr=$(stat rate relay "$per") rm=$(stat rate mx "$per")
+	printf '   %-52s mxguard %6.0f, bare relay %6.0f msg/s: %5.1f%%  %s\n' "throughput ≥ bare relay's, $per msg/conn" "$rm" "$rr" \
+		"$(calc "100 * $rm / $rr" 1)" "$(verdict 'x >= 100' "$(calc "100 * $rm / $rr" 1)")"
+done
+for per in 1 20; do
+	cr=$(stat cpu relay "$per") cm=$(stat cpu mx "$per")
+	printf '   %-52s mxguard %6s, bare relay %6s µs/msg: %5.1f%%  %s\n' "CPU per message ≤ bare relay's, $per msg/conn" "$cm" "$cr" \
+		"$(calc "100 * $cm / $cr" 1)" "$(verdict 'x <= 100' "$(calc "100 * $cm / $cr" 1)")"
+done
+if [ "$DKIM" = 1 ]; then
+	for per in 1 20; do
+		x=$(calc "${EXTRA[$per]} / ${RSA[$per]}" 2)
+		printf '   %-52s extra %s µs, verify %s µs: %s×  %s\n' "DKIM extra CPU ≤ 2× one RSA verify, $per msg/conn" "${EXTRA[$per]}" "${RSA[$per]}" "$x" "$(verdict 'x <= 2' "$x")"
+	done
+fi
+if [ "$IDLE" -gt 0 ]; then
+	printf '   %-52s %6s MB (bare relay %s MB)  %s\n' "$IDLE idle after the banner < 100 MB" "$(idle_mb mx-banner)" "$(idle_mb relay)" \
+		"$(verdict "x < 100 && $IDLE >= 10000" "$(idle_mb mx-banner)")"
+	printf '   %-52s %6s MB  %s\n' "$IDLE idle in the greeting wait < 64 MB" "$(idle_mb mx-greeting)" \
+		"$(verdict "x < 64 && $IDLE >= 10000" "$(idle_mb mx-greeting)")"
+fi
+a=$(f2 "$(stat added mx 1)")
+printf '   %-52s +%s ms (bare relay +%s ms)  %s\n' "added p99 < 2 ms, 1 msg/conn, 1 connection" "$a" "$(f2 "$(stat added relay 1)")" "$(verdict 'x < 2' "$a")"
+printf '   %-52s +%s ms (bare relay +%s ms)\n' "   (for reference: 20 msg/conn)" "$(f2 "$(stat added mx 20)")" "$(f2 "$(stat added relay 20)")"
+
+for p in "${PROFILES[@]}"; do
+	per=${p%s}
+	echo
+	echo "5.$p CPU profile of mxguard, ${PROFILE_SECONDS}s under $C connections, $per message(s) per connection$([ "$p" = 20s ] && echo ", DKIM-signed")"
+	grep '^Duration' "$WORK/cpu-$p.top" | sed 's/^/   /'
+	sed -n '/flat%/,$p' "$WORK/cpu-$p.top" | head -16 | sed 's/^/   /'
+	echo "   cumulative, mxguard's code and the libraries it calls:"
+	sed -n '/flat%/,$p' "$WORK/cpu-$p.cum" |
+		grep -E 'flat%|github\.com/|syscall\.(write|read)$|runtime\.mallocgc$|runtime\.gcBgMarkWorker$|runtime\.bgscavenge$|net\.\(\*sysDialer\)\.dialSerial$' |
+		grep -vE 'Serve\.func1|handleConn$|\(\*Conn\)\.handle$' | head -26 | sed 's/^/   /'
+	echo "   allocated during the profile (alloc_space, top):"
+	sed -n '/flat%/,$p' "$WORK/allocs-$p.top" | head -12 | sed 's/^/   /'
+done
 if [ ${#WARNINGS[@]} -gt 0 ]; then
 	echo
 	echo "WARNINGS: the figures above include runs with refusals or errors:"

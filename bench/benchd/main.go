@@ -4,6 +4,8 @@
 //
 //	benchd -dns 127.0.0.1:0 -host mail.bench.example=127.0.0.11-127.0.0.20   the DNS fixture
 //	benchd -sink 127.0.0.1:0                  the in-process backend (mailsink, nothing stored)
+//	benchd -relay 127.0.0.1:0 -relay-to ADDR  the bare relay: go-smtp both sides, no checks (relay.go)
+//	benchd -rsa-verify KEY.pem                the CPU cost of one RSA signature verification, then exit
 //	benchd -free-ports 3                      print free TCP ports and exit
 //
 // It prints one "name=address" line per service, then "ready", and runs
@@ -46,6 +48,9 @@ func main() {
 
 type options struct {
 	dns, sink             string
+	relay, relayTo        string
+	rsaVerify             string
+	rsaSeconds            float64
 	freePorts             int
 	hosts                 hostList
 	senderDomain          string
@@ -82,6 +87,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.dns, "dns", "", "serve the benchmark DNS zone on this `address` (UDP and TCP)")
 	fs.StringVar(&o.sink, "sink", "", "run the mailsink backend on this `address` (XCLIENT on, nothing stored)")
+	fs.StringVar(&o.relay, "relay", "", "run the bare relay (go-smtp server and client, no checks) on this `address`")
+	fs.StringVar(&o.relayTo, "relay-to", "", "the bare relay's backend `host:port`")
+	fs.StringVar(&o.rsaVerify, "rsa-verify", "", "measure the CPU time of one crypto/rsa PKCS#1 v1.5 SHA-256 verification "+
+		"with the public half of this PEM private key `file` (as a DKIM verifier does it), print it and exit")
+	fs.Float64Var(&o.rsaSeconds, "rsa-seconds", 1, "how long -rsa-verify runs")
 	fs.IntVar(&o.freePorts, "free-ports", 0, "print `N` free TCP ports on 127.0.0.1 and exit")
 	fs.Var(&o.hosts, "host", "`name=addresses`: a client HELO name and its addresses (comma list, "+
 		"ranges like 127.0.0.11-127.0.0.20); repeatable; default mail.bench.example=127.0.0.11-127.0.0.20")
@@ -104,8 +114,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	if o.dns == "" && o.sink == "" {
-		fmt.Fprintln(stderr, "benchd: nothing to run: give -dns or -sink")
+	if o.rsaVerify != "" {
+		res, err := measureRSAVerify(o.rsaVerify, time.Duration(o.rsaSeconds*float64(time.Second)))
+		if err != nil {
+			fmt.Fprintf(stderr, "benchd: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "rsa_verify_cpu_us=%.2f\nrsa_verify_wall_us=%.2f\nrsa_verify_ops=%d\nrsa_bits=%d\n",
+			res.cpuMicros, res.wallMicros, res.ops, res.bits)
+		return 0
+	}
+	if o.dns == "" && o.sink == "" && o.relay == "" {
+		fmt.Fprintln(stderr, "benchd: nothing to run: give -dns, -sink or -relay")
+		return 2
+	}
+	if o.relay != "" && o.relayTo == "" {
+		fmt.Fprintln(stderr, "benchd: -relay needs -relay-to")
 		return 2
 	}
 	if len(o.hosts) == 0 {
@@ -174,6 +198,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}()
 		closers = append(closers, func() { close(stop) })
 		fmt.Fprintf(stdout, "sink=%s\n", sink.Addr())
+	}
+	if o.relay != "" {
+		l, srv, err := startRelay(o.relay, o.relayTo)
+		if err != nil {
+			return fail("relay: %v", err)
+		}
+		closers = append(closers, func() { srv.Close(); l.Close() })
+		fmt.Fprintf(stdout, "relay=%s\n", l.Addr())
 	}
 	fmt.Fprintln(stdout, "ready")
 	if f, ok := stdout.(*os.File); ok {

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -11,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"github.com/mxguard/mxguard/internal/testsrv"
+	"github.com/mxguard/mxguard/mailsink"
 )
 
 func TestParseClients(t *testing.T) {
@@ -91,5 +95,78 @@ func TestFreePorts(t *testing.T) {
 	}
 	if code := run(nil, &out, &out); code != 2 {
 		t.Errorf("no service: exit %d", code)
+	}
+}
+
+// The bare relay passes a message and the backend's refusals through, in
+// lockstep, and stops when closed.
+func TestRelay(t *testing.T) {
+	sink := testsrv.Sink(t, &mailsink.Server{Hostname: "sink.test",
+		Policy: mailsink.PolicyFuncs{RcptFunc: func(_ *mailsink.SessionInfo, to string) *mailsink.Action {
+			if strings.HasPrefix(to, "nobody@") {
+				return &mailsink.Action{Reply: "550 5.1.1 No such user"}
+			}
+			return nil
+		}}})
+	l, srv, err := startRelay("127.0.0.1:0", sink.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Close(); l.Close() }()
+
+	c, err := smtp.Dial(l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("a@client.test", nil); err != nil {
+		t.Fatal(err)
+	}
+	err = c.Rcpt("nobody@sink.test", nil)
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 550 || !strings.Contains(se.Message, "No such user") {
+		t.Errorf("refused recipient: %v", err)
+	}
+	if err := c.Rcpt("b@sink.test", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "Subject: hi\r\n\r\n.dot\r\nbody\r\n")
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Quit(); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := sink.WaitMessages(1, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := msgs[0]
+	if m.Helo != "client.test" || m.From != "a@client.test" || !slices.Equal(m.To, []string{"b@sink.test"}) ||
+		string(m.Data) != "Subject: hi\r\n\r\n.dot\r\nbody\r\n" {
+		t.Errorf("the backend got helo %q from %q to %q: %q", m.Helo, m.From, m.To, m.Data)
+	}
+}
+
+func TestRSAVerify(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "k.pem")
+	if _, err := dkimRecord(key); err != nil { // creates an RSA-2048 key
+		t.Fatal(err)
+	}
+	var out, errs bytes.Buffer
+	if code := run([]string{"-rsa-verify", key, "-rsa-seconds", "0.01"}, &out, &errs); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs.String())
+	}
+	for _, k := range []string{"rsa_verify_cpu_us=", "rsa_verify_ops=", "rsa_bits=2048"} {
+		if !strings.Contains(out.String(), k) {
+			t.Errorf("no %s in %q", k, out.String())
+		}
 	}
 }
