@@ -262,6 +262,10 @@ type DNSBL struct {
 	IPv6 bool `toml:"ipv6"`
 	// ReplyMap shows a list under another name (hides a key in the zone).
 	ReplyMap map[string]string `toml:"reply_map"`
+	// PassTTL is how long a client no list named is remembered as such,
+	// so that it is not looked up again meanwhile, across restarts and
+	// instances (postscreen_dnsbl_max_ttl); "0s" looks up every connection.
+	PassTTL Duration `toml:"pass_ttl"`
 }
 
 // SPF checks the envelope sender (or the HELO name for <>) at MAIL FROM.
@@ -505,6 +509,7 @@ func Default() *Config {
 			Timeout:          Duration(2 * time.Second),
 			SelfTestInterval: Duration(30 * time.Minute),
 			IPv6:             true,
+			PassTTL:          Duration(time.Hour),
 		},
 		SPF:   SPF{Enabled: true, Timeout: Duration(10 * time.Second)},
 		DKIM:  DKIM{Enabled: true, MaxSignatures: 5, Timeout: Duration(10 * time.Second)},

@@ -21,10 +21,12 @@ const (
 
 // Spec registers the address lists. The look-ups start when the client
 // connects and run during the greeting wait; an allowlisting ends the wait.
+// A client no list named is not looked up again for dnsbl.pass_ttl.
 var Spec = checks.Spec{
 	Name:     Name,
 	Stages:   []checks.Stage{checks.AtConnect},
 	Outcomes: []string{"dnsbl", "dnsbl.*", "dnswl", "dnswl.*"},
+	Passes:   func(cfg *config.Config) time.Duration { return cfg.DNSBL.PassTTL.D() },
 	New: func(env *checks.Env) (checks.Check, error) {
 		c, err := newChecker(env, env.Config.DNSBL.Sites, nil, "sites")
 		if c == nil || err != nil {

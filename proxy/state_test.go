@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
 	"github.com/mxguard/mxguard/internal/redistest"
@@ -224,4 +225,29 @@ func openState(t *testing.T, addr, prefix string) *state.State {
 	}
 	t.Cleanup(func() { st.Close() })
 	return st
+}
+
+// A client no DNS list named is remembered as such for dnsbl.pass_ttl: its
+// next connection is not looked up again (nor delayed by the look-up).
+func TestDNSBLPass(t *testing.T) {
+	h := newHarness(t, harnessOpt{proxied: true, zone: `
+$ORIGIN bl.test.
+@    SOA ns.bl.test. h.bl.test. 1 3600 600 86400 60
+2.0.0.127 A 127.0.0.2
+`, cfg: func(c *config.Config) {
+		c.DNSBL.Sites = []string{"bl.test"}
+		c.DNSBL.PassTTL = config.Duration(time.Hour)
+	}})
+	for i := range 2 {
+		c := h.greetedAs("192.0.2.8")
+		c.Cmd("QUIT", 221)
+		h.logs.wait(t, "session", i+1)
+		h.state.Flush()
+	}
+	if n := h.dns.Queries("8.2.0.192.bl.test.", dns.TypeA); n != 1 {
+		t.Errorf("the list was asked %d times about a client that passed, want once", n)
+	}
+	if !h.rep.Passed(netip.MustParseAddr("192.0.2.8"), "dnsbl") {
+		t.Error("no dnsbl pass remembered")
+	}
 }
