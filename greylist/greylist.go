@@ -70,6 +70,10 @@ func DefaultConfig() Config {
 // towards auto-allowing, as in postgrey.
 const autoAllowEvery = time.Hour
 
+// refreshEvery is how often a known triplet's last-seen time is written:
+// its max age counts from there, so an hour more or less does not matter.
+const refreshEvery = time.Hour
+
 // Verdict is what greylisting says of one attempt.
 type Verdict int
 
@@ -204,6 +208,15 @@ func (g *Greylist) Check(ctx context.Context, client netip.Addr, sender, rcpt st
 		}
 	}
 	d := Decision{Net: net, Key: g.TripletKey(client, sender, rcpt)}
+	// A triplet that passed before and was seen within the hour needs no
+	// write: a read decides it (most mail), and the store is spared a
+	// commit per message.
+	if v, err := g.st.Get(ctx, d.Key); err == nil {
+		if first, last, ok := parsePair(v); ok && last-first >= secs(g.cfg.Delay) && now.Unix()-last < secs(refreshEvery) {
+			d.Verdict = Known
+			return d, nil
+		}
+	}
 	_, err := g.st.Update(ctx, d.Key, func(old []byte, found bool) ([]byte, time.Duration, error) {
 		var ttl time.Duration
 		d.Verdict, d.Wait, d.Delayed, ttl, old = g.decide(old, found, now)

@@ -48,7 +48,7 @@ $ORIGIN 127.in-addr.arpa.
 // harness is mxguard on loopback in front of an in-process backend, with a
 // fixture DNS server. Everything stops when the test ends.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	dns   *zonedns.Server
 	sink  *mailsink.Server
 	srv   *Server
@@ -95,7 +95,7 @@ func testConfig() *config.Config {
 	return cfg
 }
 
-func newHarness(t *testing.T, o harnessOpt) *harness {
+func newHarness(t testing.TB, o harnessOpt) *harness {
 	t.Helper()
 	h := &harness{t: t, logs: &logBuffer{}}
 	h.dns = testsrv.DNS(t, testZone+o.zone)
