@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"time"
-
-	"github.com/mxguard/mxguard/config"
 )
 
 // NonSMTPName names the non-SMTP command test.
@@ -23,7 +20,8 @@ var NonSMTPSpec = Spec{
 	Stages:   []Stage{AtCommand},
 	Outcomes: []string{"non_smtp"},
 	Test:     true,
-	Passes:   func(cfg *config.Config) time.Duration { return cfg.Tests.PassTTL.D() },
+	// No pass is remembered: the test costs a comparison per command line,
+	// and a client that passed once must not be waved through the next time.
 	New: func(env *Env) (Check, error) {
 		if !env.Config.Tests.NonSMTP {
 			return nil, nil

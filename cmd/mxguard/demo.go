@@ -73,6 +73,8 @@ func demo(listen, dir string, delay time.Duration, stdout, stderr io.Writer) int
 	// Every connection takes the greeting test: in a demo, a polite client
 	// must not earn a pass that lets the next (early-talking) try through.
 	cfg.Reputation.GreetPassTTL = 0
+	cfg.Tests.PassTTL = 0
+	cfg.DNSBL.PassTTL = 0
 	cfg.Backend.Address = sink.Addr()
 	cfg.State.Store = config.StoreMemory // the demo leaves nothing behind
 	cfg.State.ControlSocket = ""
