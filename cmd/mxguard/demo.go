@@ -119,6 +119,8 @@ mxguard demo: listening on %[1]s, in front of a demo backend that stores mail in
     swaks --server %[1]s --ehlo mail.sender.example --from ceo@demo.example --to bob@demo.example
   early talker (talks before the banner, is refused with 554):
     printf 'EHLO mail.sender.example\r\n' | nc -w 5 %[5]s %[6]s
+  a web request sent to the mail port (dropped with 554 at its first line):
+    (sleep %[7]d; printf 'GET / HTTP/1.1\r\nHost: %[5]s\r\n\r\n'; sleep 1) | nc %[5]s %[6]s
 
   without swaks (apt-get install swaks), clean mail with nc:
     (sleep %[7]d; printf 'EHLO mail.sender.example\r\nMAIL FROM:<alice@sender.example>\r\nRCPT TO:<bob@demo.example>\r\nDATA\r\nFrom: alice@sender.example\r\nSubject: hello\r\n\r\nHello from the demo.\r\n.\r\nQUIT\r\n'; sleep 1) | nc %[5]s %[6]s
