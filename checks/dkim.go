@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
@@ -52,6 +53,10 @@ type DKIM struct {
 	Timeout time.Duration
 }
 
+// verifyReaders are Verify's 32 KB readers: one per message would be most
+// of the garbage a busy server makes.
+var verifyReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 32<<10) }}
+
 // DKIMSignature is the verdict on one signature.
 type DKIMSignature struct {
 	Domain     string // d=
@@ -89,7 +94,12 @@ func (d *DKIM) Verify(ctx context.Context, msg io.Reader) DKIMResult {
 	defer io.Copy(io.Discard, msg)
 
 	src := &readLatch{r: msg}
-	br := bufio.NewReaderSize(src, 32<<10)
+	br := verifyReaders.Get().(*bufio.Reader)
+	br.Reset(src)
+	defer func() {
+		br.Reset(nil)
+		verifyReaders.Put(br)
+	}()
 	h, _, err := message.ParseHeader(br)
 	if err == nil {
 		err = src.err
@@ -114,7 +124,7 @@ func (d *DKIM) Verify(ctx context.Context, msg io.Reader) DKIMResult {
 		}
 	}
 	if len(sigs) == 0 {
-		return DKIMResult{Results: []Result{{Check: DKIMName, Outcome: "dkim.none", Reason: "message is not DKIM-signed"}}}
+		return DKIMResult{Results: unsignedResult()}
 	}
 
 	// Hand the library the header we already read, then the rest. A
@@ -296,7 +306,27 @@ func (d *DKIM) Run(ctx context.Context, _ Stage, s *Session) []Result {
 	if s.Header == nil {
 		return nil // the message check refuses it
 	}
+	if !signed(s.Header) {
+		// The pipeline has read the header already: an unsigned message
+		// (most mail) is not read again.
+		Put(s, DKIMKey, nil)
+		return unsignedResult()
+	}
 	v := d.Verify(ctx, s.Message.Reader())
 	Put(s, DKIMKey, v.Signatures)
 	return v.Results
+}
+
+// signed reports whether h has a DKIM-Signature field.
+func signed(h *message.Header) bool {
+	for i := range h.Fields {
+		if strings.EqualFold(h.Fields[i].Name, "DKIM-Signature") {
+			return true
+		}
+	}
+	return false
+}
+
+func unsignedResult() []Result {
+	return []Result{{Check: DKIMName, Outcome: "dkim.none", Reason: "message is not DKIM-signed"}}
 }

@@ -85,19 +85,23 @@ const maxPending = 16 << 10
 var errDropped = net.ErrClosed
 
 // read gives go-smtp judged input.
+//
+// The replies go-smtp wrote are sent only when the client's next input is
+// not here yet, just before waiting for it (Postfix's rule): the replies to
+// pipelined commands (MAIL, RCPT, DATA) leave in one write, and the client
+// reads them in one.
 func (w *wire) read(p []byte) (int, error) {
-	if err := w.flush(); err != nil {
-		return 0, err
-	}
+	w.answeredAll()
 	if w.over != "" {
 		return 0, w.cutOff()
 	}
 	for w.ready == 0 {
-		if err := w.flush(); err != nil { // what mxguard answered itself
-			return 0, err
-		}
+		w.answeredAll() // what mxguard answered itself
 		switch {
 		case len(w.buf) == 0:
+			if err := w.flush(); err != nil {
+				return 0, err
+			}
 			// Straight into go-smtp's buffer: an idle connection holds no
 			// buffer of ours.
 			n, err := w.readSrc(p)
@@ -106,6 +110,9 @@ func (w *wire) read(p []byte) (int, error) {
 			}
 			w.buf, w.aliased = p[:n], true
 		case w.mode == modeCommand && bytes.IndexByte(w.buf, '\n') < 0:
+			if err := w.flush(); err != nil {
+				return 0, err
+			}
 			if err := w.fill(); err != nil {
 				return 0, err
 			}
@@ -437,20 +444,26 @@ func (w *wire) sendOwn(reply string) {
 	w.write([]byte(reply + "\r\n"))
 }
 
-// flush sends what write held back. Whatever input is buffered now was
-// sent by the client before it saw these replies.
+// answeredAll notes that go-smtp has answered what it was given, the
+// replies waiting in out: whatever input is buffered now was sent by the
+// client before it saw them (it is pipelined), whenever they are sent.
+func (w *wire) answeredAll() {
+	if len(w.out) > 0 && w.answered > 1 {
+		w.before = len(w.buf)
+	}
+}
+
+// flush sends what write held back.
 func (w *wire) flush() error {
 	if len(w.out) == 0 {
 		return nil
 	}
+	w.answeredAll()
 	_, err := w.dst.Write(w.out)
 	if cap(w.out) > maxPending {
 		w.out = nil
 	} else {
 		w.out = w.out[:0]
-	}
-	if w.answered > 1 {
-		w.before = len(w.buf)
 	}
 	return err
 }
