@@ -63,7 +63,7 @@ boot_check() {
 	[ -n "$pid" ] || fail "systemd did not start in its namespaces"
 	sd() { nsenter -t "$pid" -a "$@"; }
 	prop() { sd systemctl show -P "$1" mxguard.service; }
-	for i in $(seq 75); do
+	for i in $(seq 300); do # up to a minute: a loaded machine (CI) starts slowly
 		case $(prop ActiveState) in active | failed) break ;; esac
 		sleep 0.2
 	done
