@@ -67,6 +67,10 @@ boot_check() {
 		case $(prop ActiveState) in active | failed) break ;; esac
 		sleep 0.2
 	done
+	if [ "$(prop ActiveState)" != active ]; then # say why before failing
+		sd systemctl status --no-pager mxguard.service || true
+		sd journalctl --no-pager -n 50 -u mxguard.service || true
+	fi
 	check "systemd started mxguard.service (Type=notify: READY=1)" test "$(prop ActiveState)" = active
 	check "its status says where it listens" grep -q '^listening on :25$' <(prop StatusText)
 	check "it runs as mxguard" test "$(sd stat -c %U "/proc/$(prop MainPID)")" = mxguard
