@@ -49,3 +49,15 @@ func TestREADME(t *testing.T) {
 		}
 	}
 }
+
+// TestMainREADME: the project's README, which an admin reads first, has the
+// same table.
+func TestMainREADME(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), Markdown()) {
+		t.Errorf("../README.md does not have the metric table of metrics/README.md (copy it under \"The admin listener\")")
+	}
+}
