@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -72,8 +71,6 @@ func loadUsers(path string) (*userFile, error) {
 	}
 	return f, nil
 }
-
-var errNoAuth = errors.New("no credentials")
 
 // check reports whether the credentials are a user's. Its time does not
 // depend on which user matched, or whether one did: every name is compared
