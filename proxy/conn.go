@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"net"
@@ -35,6 +36,12 @@ type conn struct {
 	client   netip.AddrPort
 	local    netip.AddrPort
 	start    time.Time
+	// ctx bounds the checks' work and the backend's for the whole
+	// connection: it ends when the connection does (closed, interrupted).
+	// Each check bounds its own look-ups besides (dns.timeout,
+	// spf.timeout, …).
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	wire
 	smtp *smtp.Conn // go-smtp's side of it, from its first HELO on
@@ -82,6 +89,7 @@ func (s *Server) newConn(nc net.Conn, rt *Runtime) *conn {
 		local:  addrPort(nc.LocalAddr()),
 		start:  time.Now(),
 	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.active.Store(c.start.UnixNano())
 	c.wire.init(c)
 	return c
@@ -107,6 +115,7 @@ func (c *conn) Close() error {
 		if c.tlsConn != nil {
 			c.tlsConn.NetConn().Close()
 		}
+		c.cancel()
 		c.srv.closed(c)
 	})
 	return err
@@ -128,6 +137,7 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 func (c *conn) interrupt() {
 	c.cut.Store(true)
 	c.Conn.SetDeadline(time.Now())
+	c.cancel() // a check waiting on something gives up too
 }
 
 // dropWith sends a last reply and hangs up.

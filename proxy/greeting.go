@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"os"
 	"time"
@@ -80,9 +79,7 @@ func (s *Server) greet(c *conn) bool {
 // connected applies the decision at the end of the connection stage: only a
 // drop acts before the banner.
 func (s *Server) connected(c *conn, g pipeline.Greeting) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	d := c.pipe.Connect(ctx, g)
-	cancel()
+	d := c.pipe.Connect(c.ctx, g)
 	c.logWould(d)
 	if !d.Refuse {
 		return true

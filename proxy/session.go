@@ -38,10 +38,6 @@ func (s *Server) NewSession(sc *smtp.Conn) (smtp.Session, error) {
 	return c, nil
 }
 
-func (c *conn) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), time.Minute)
-}
-
 // helo is the current HELO name.
 func (c *conn) helo() string {
 	if c.smtp == nil {
@@ -52,9 +48,7 @@ func (c *conn) helo() string {
 
 // hello checks the current HELO name.
 func (c *conn) hello() error {
-	ctx, cancel := c.ctx()
-	defer cancel()
-	return c.apply(c.pipe.Helo(ctx, c.helo()), "")
+	return c.apply(c.pipe.Helo(c.ctx, c.helo()), "")
 }
 
 // apply turns a decision into the reply for go-smtp: nil goes on, a
@@ -89,9 +83,7 @@ func (c *conn) Mail(from string, opts *smtp.MailOptions) error {
 			return err
 		}
 	}
-	ctx, cancel := c.ctx()
-	defer cancel()
-	d := c.pipe.Mail(ctx, from)
+	d := c.pipe.Mail(c.ctx, from)
 	if err := c.apply(d, ""); err != nil {
 		return err
 	}
@@ -128,9 +120,7 @@ func (c *conn) relayMail() error {
 }
 
 func (c *conn) Rcpt(to string, opts *smtp.RcptOptions) error {
-	ctx, cancel := c.ctx()
-	defer cancel()
-	d := c.pipe.Rcpt(ctx, to)
+	d := c.pipe.Rcpt(c.ctx, to)
 	if err := c.apply(d, to); err != nil {
 		return err
 	}
@@ -179,8 +169,7 @@ func (c *conn) Data(r io.Reader) error {
 		}
 		c.srv.log.Info("NUL removed", "session", c.id, "client", clientString(c.client), "stage", "data", "bytes", nul.n)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.rt.Backend.DataTimeout+time.Minute)
-	defer cancel()
+	ctx := c.ctx
 	d, prep := c.pipe.Data(ctx, spool)
 	if err := c.apply(d, ""); err != nil {
 		return err

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -51,6 +50,7 @@ type wire struct {
 	// the reply to the connection itself.
 	cmds, answered int
 	cmd            command // the command being answered
+	argBuf         []byte  // cmd.arg's bytes
 	tagged         bool    // the next final reply is one mxguard made
 	swallow        int     // go-smtp replies to drop (to commands mxguard injected)
 
@@ -69,7 +69,7 @@ const (
 // command is a command line as far as the replies to it need.
 type command struct {
 	verb string // upper case
-	arg  string
+	arg  []byte // what follows the verb and a space: wire's own buffer, until the next command
 }
 
 func (w *wire) init(c *conn) {
@@ -256,12 +256,11 @@ const (
 // itself.
 func (w *wire) judge(line []byte, pipelined bool) (int, error) {
 	c := w.c
-	text := strings.TrimRight(string(line), "\r\n")
-	verb, arg, _ := strings.Cut(text, " ")
-	w.cmd = command{verb: strings.ToUpper(verb), arg: arg}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	d, decided := c.pipe.Command(ctx, line, pipelined)
-	cancel()
+	text := bytes.TrimRight(line, "\r\n")
+	verb, arg, _ := bytes.Cut(text, []byte(" "))
+	w.argBuf = append(w.argBuf[:0], arg...)
+	w.cmd = command{verb: upperVerb(verb), arg: w.argBuf}
+	d, decided := c.pipe.Command(c.ctx, line, pipelined)
 	if decided {
 		c.logWould(d)
 		if d.Refuse {
@@ -279,7 +278,7 @@ func (w *wire) judge(line []byte, pipelined bool) (int, error) {
 	}
 	switch w.cmd.verb {
 	case "STARTTLS":
-		if c.rt.TLS != nil && !w.tls && arg == "" {
+		if c.rt.TLS != nil && !w.tls && len(arg) == 0 {
 			return starttls, nil
 		}
 	case "HELO", "EHLO":
@@ -290,7 +289,7 @@ func (w *wire) judge(line []byte, pipelined bool) (int, error) {
 			return answered, nil
 		}
 		if w.cmd.verb == "BDAT" {
-			if n, err := strconv.ParseInt(strings.Fields(arg + " x")[0], 10, 64); err == nil && n > 0 {
+			if n, err := strconv.ParseInt(strings.Fields(string(arg) + " x")[0], 10, 64); err == nil && n > 0 {
 				w.mode, w.bdat = modeBDAT, n
 			}
 		}
@@ -305,7 +304,37 @@ var (
 		"RSET": true, "NOOP": true, "QUIT": true, "VRFY": true, "EXPN": true, "HELP": true, "STARTTLS": true, "AUTH": true,
 		"SEND": true, "SOML": true, "SAML": true, "TURN": true}
 	junkVerbs = map[string]bool{"NOOP": true, "RSET": true, "VRFY": true, "EXPN": true, "HELP": true}
+	// verbNames gives the known verbs as strings without allocating one
+	// per command line.
+	verbNames = func() map[string]string {
+		m := make(map[string]string, len(knownVerbs))
+		for v := range knownVerbs {
+			m[v] = v
+		}
+		return m
+	}()
 )
+
+// upperVerb is strings.ToUpper(string(verb)), without an allocation for
+// the verbs go-smtp knows.
+func upperVerb(verb []byte) string {
+	var u [16]byte
+	if len(verb) <= len(u) {
+		for i, ch := range verb {
+			if ch >= 0x80 {
+				return strings.ToUpper(string(verb))
+			}
+			if 'a' <= ch && ch <= 'z' {
+				ch -= 'a' - 'A'
+			}
+			u[i] = ch
+		}
+		if v, ok := verbNames[string(u[:len(verb)])]; ok {
+			return v
+		}
+	}
+	return strings.ToUpper(string(verb))
+}
 
 // countJunk counts junk and unknown commands against their limits: past
 // the junk limit each one counts as an error; past the unknown-command or
@@ -538,7 +567,7 @@ func (w *wire) goSMTPRefused(code int, text string) {
 	reason := fmt.Sprintf("%s refused by the SMTP layer: %s%s", w.cmd.verb, text, key)
 	rcpt := ""
 	if at == checks.AtRcpt {
-		rcpt = pathArg(w.cmd.arg, "TO:")
+		rcpt = pathArg(string(w.cmd.arg), "TO:")
 	}
 	c.refuse(rules.Refusal(at, check, rule, reason, reply, false), c.from, rcpt)
 }

@@ -42,6 +42,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -188,6 +189,11 @@ type Conn struct {
 
 	cmd  []byte // command scratch
 	rbuf []byte // reply scratch: lines without CRLF, joined by '\n'
+	// Replies are made from rbuf as new strings (makeReply), so nothing
+	// returned aliases these buffers.
+
+	bufs    *bufs // br, bw and cmd's storage, pooled; nil once given back
+	unbound bool  // from Prepare: Bind comes next
 }
 
 // Dial connects to the backend and prepares the session for the client id:
@@ -200,6 +206,8 @@ type Conn struct {
 // QUIT if the session is still in step.
 // With MethodXCLIENT, a backend that does not offer XCLIENT gives an error
 // wrapping ErrNoXCLIENT.
+//
+// Dial is Prepare and Bind in one: the same commands, in the same order.
 func Dial(ctx context.Context, o Options, id Identity) (*Conn, error) {
 	o, err := o.withDefaults()
 	if err != nil {
@@ -208,32 +216,139 @@ func Dial(ctx context.Context, o Options, id Identity) (*Conn, error) {
 	if err := checkIdentity(o.Method, id); err != nil {
 		return nil, err
 	}
-	d := net.Dialer{Timeout: o.DialTimeout}
+	c, err := connect(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	err = c.step(ctx, func() error {
+		if err := c.prepare(); err != nil {
+			return err
+		}
+		return c.bind(id)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Prepare connects to the backend and gets as far into the handshake as it
+// can before the client is known, so that Bind, when a client arrives,
+// has less to do: with MethodNone the backend's greeting is read; with
+// MethodXCLIENT, also our EHLO is answered (and XCLIENT found offered);
+// with the PROXY methods nothing can be sent before the header, so only
+// the TCP connection is made. The Conn can do nothing but Bind (or Quit,
+// Close) until Bound. Errors as for Dial.
+//
+// A prepared Conn left waiting may be closed by the backend meanwhile (an
+// idle timeout: Postfix's smtpd_timeout, 10s under stress): Bind then
+// fails, and the caller dials afresh.
+func Prepare(ctx context.Context, o Options) (*Conn, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	c, err := connect(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.step(ctx, c.prepare); err != nil {
+		return nil, err
+	}
+	c.unbound = true
+	return c, nil
+}
+
+// Bind finishes the handshake of a Conn from Prepare for the client id:
+// the PROXY header, XCLIENT, and the EHLO/HELO with the client's HELO
+// argument, as Dial would have sent them. On failure the Conn is closed
+// (after a QUIT if the session is still in step) and the error is as for
+// Dial; a Conn that sat prepared for long fails with an I/O error or a
+// 421 if the backend has given up on it meanwhile.
+func (c *Conn) Bind(ctx context.Context, id Identity) error {
+	if !c.unbound {
+		return errors.New("backend: Bind on a Conn that is not from Prepare, or bound already")
+	}
+	if err := c.usable(); err != nil {
+		return err
+	}
+	if err := checkIdentity(c.o.Method, id); err != nil {
+		c.Quit()
+		return err
+	}
+	c.unbound = false
+	return c.step(ctx, func() error { return c.bind(id) })
+}
+
+// connect makes the TCP connection.
+func connect(ctx context.Context, o Options) (*Conn, error) {
+	// No TCP keepalive: a session's every step has its deadline, and the
+	// probes' setup would cost four system calls a connection.
+	d := net.Dialer{Timeout: o.DialTimeout, KeepAlive: -1}
 	nc, err := d.DialContext(ctx, "tcp", o.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("backend: dial %s: %w", o.Addr, err)
 	}
-	c := &Conn{
-		nc:  nc,
-		br:  bufio.NewReaderSize(nc, 4096),
-		o:   o,
-		cmd: make([]byte, 0, 256),
-	}
-	c.bw = newBufWriter(connWriter{c})
+	c := &Conn{nc: nc, o: o}
+	c.bufs = bufsPool.Get().(*bufs)
+	c.cmd, c.rbuf = c.bufs.cmd[:0], c.bufs.rbuf[:0]
+	c.br = c.bufs.br
+	c.br.Reset(nc)
+	c.bw = c.bufs.bw
+	c.bw.Reset(connWriter{c})
+	return c, nil
+}
 
-	stop := context.AfterFunc(ctx, func() { nc.Close() })
-	err = c.handshake(id)
+// step runs part of the handshake, aborted when ctx ends. On failure the
+// connection is closed, after a QUIT if the session is still in step.
+func (c *Conn) step(ctx context.Context, f func() error) error {
+	stop := context.AfterFunc(ctx, func() { c.nc.Close() })
+	err := f()
 	if !stop() {
-		err = fmt.Errorf("backend: handshake with %s: %w", o.Addr, context.Cause(ctx))
+		err = fmt.Errorf("backend: handshake with %s: %w", c.o.Addr, context.Cause(ctx))
 	}
 	if err != nil {
 		if c.err == nil { // the session is still in step: end it politely
 			c.quitNow()
 		}
-		nc.Close()
-		return nil, err
+		c.closed.Store(true)
+		c.nc.Close()
+		c.release()
+		return err
 	}
-	return c, nil
+	return nil
+}
+
+// bufs are a Conn's buffers, reused by the next Conn once it has ended
+// with Quit (a client connection's backend session is short: 8 KB of
+// garbage each otherwise).
+type bufs struct {
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	cmd, rbuf []byte
+}
+
+var bufsPool = sync.Pool{New: func() any {
+	return &bufs{br: bufio.NewReaderSize(nil, 4096), bw: newBufWriter(nil), cmd: make([]byte, 0, 256)}
+}}
+
+// release gives the buffers back, on the owning goroutine, once nothing
+// can use them: every call checks usable first.
+func (c *Conn) release() {
+	b := c.bufs
+	if b == nil {
+		return
+	}
+	c.bufs = nil
+	b.br.Reset(nil)
+	b.bw.Reset(nil)
+	if cap(c.cmd) <= 4096 {
+		b.cmd = c.cmd[:0]
+	}
+	if cap(c.rbuf) <= 4096 {
+		b.rbuf = c.rbuf[:0]
+	}
+	bufsPool.Put(b)
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -283,7 +398,29 @@ func checkIdentity(m Method, id Identity) error {
 	return nil
 }
 
-func (c *Conn) handshake(id Identity) error {
+// prepare is the handshake up to where the client must be known.
+func (c *Conn) prepare() error {
+	if c.o.Method == MethodProxyV1 || c.o.Method == MethodProxyV2 {
+		return nil // the header must come first
+	}
+	c.setDeadline(c.o.CommandTimeout)
+	if _, err := c.reply(StageGreeting, 220); err != nil {
+		return err
+	}
+	if c.o.Method != MethodXCLIENT {
+		return nil
+	}
+	if err := c.hello("EHLO", c.o.LocalName); err != nil {
+		return err
+	}
+	if c.caps&capXCLIENT == 0 {
+		return fmt.Errorf("%w: %s", ErrNoXCLIENT, c.o.Addr)
+	}
+	return nil
+}
+
+// bind is the rest of the handshake, for the client id.
+func (c *Conn) bind(id Identity) error {
 	if c.o.Method == MethodProxyV1 || c.o.Method == MethodProxyV2 {
 		version := byte(c.o.Method - MethodProxyV1 + 1)
 		h := &proxyproto.Header{Version: version, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
@@ -300,10 +437,10 @@ func (c *Conn) handshake(id Identity) error {
 		if err := c.flush("PROXY header"); err != nil {
 			return err
 		}
-	}
-	c.setDeadline(c.o.CommandTimeout)
-	if _, err := c.reply(StageGreeting, 220); err != nil {
-		return err
+		c.setDeadline(c.o.CommandTimeout)
+		if _, err := c.reply(StageGreeting, 220); err != nil {
+			return err
+		}
 	}
 	verb := "EHLO"
 	if strings.EqualFold(id.Proto, "SMTP") {
@@ -311,12 +448,6 @@ func (c *Conn) handshake(id Identity) error {
 	}
 	if c.o.Method != MethodXCLIENT {
 		return c.hello(verb, id.Helo)
-	}
-	if err := c.hello("EHLO", c.o.LocalName); err != nil {
-		return err
-	}
-	if c.caps&capXCLIENT == 0 {
-		return fmt.Errorf("%w: %s", ErrNoXCLIENT, c.o.Addr)
 	}
 	cmds, err := xclientCommands(c.ext["XCLIENT"], id)
 	if err != nil {
@@ -378,6 +509,14 @@ func (c *Conn) usable() error {
 		return fmt.Errorf("%w: closed", ErrUnusable)
 	}
 	return nil
+}
+
+// ready is usable, for a transaction: a prepared Conn must be bound first.
+func (c *Conn) ready() error {
+	if c.unbound {
+		return errors.New("backend: Conn from Prepare used before Bind")
+	}
+	return c.usable()
 }
 
 // fail records err as the reason the Conn is unusable and returns it.

@@ -44,7 +44,7 @@ type RcptParams struct {
 // Arguments that contain CR, LF or NUL, or parameter values that are not
 // valid, are refused locally with "501 5.5.4". Both leave the Conn usable.
 func (c *Conn) Mail(from string, p MailParams) (*Reply, error) {
-	if err := c.usable(); err != nil {
+	if err := c.ready(); err != nil {
 		return nil, err
 	}
 	if hasCtl(from) {
@@ -97,7 +97,7 @@ func (c *Conn) Mail(from string, p MailParams) (*Reply, error) {
 // Rcpt sends RCPT TO:<to> with the DSN parameters if the backend has DSN.
 // Local refusals as for Mail.
 func (c *Conn) Rcpt(to string, p RcptParams) (*Reply, error) {
-	if err := c.usable(); err != nil {
+	if err := c.ready(); err != nil {
 		return nil, err
 	}
 	if hasCtl(to) {
@@ -163,18 +163,24 @@ func (c *Conn) Reset() (*Reply, error) { return c.simple(StageRset, "RSET") }
 func (c *Conn) Noop() (*Reply, error) { return c.simple(StageNoop, "NOOP") }
 
 func (c *Conn) simple(stage, cmd string) (*Reply, error) {
-	if err := c.usable(); err != nil {
+	if err := c.ready(); err != nil {
 		return nil, err
 	}
 	return c.do(stage, append(c.cmd[:0], cmd...), 2)
 }
 
 // Quit sends QUIT, waits a little for the reply, and closes the connection.
-// On a Conn that is already unusable it only closes.
+// On a Conn that is already unusable it only closes; so it does on a
+// prepared PROXY connection, where nothing may come before the header.
+// It must not run concurrently with another call (Close may).
 func (c *Conn) Quit() error {
+	defer c.release()
 	defer c.Close()
 	if err := c.usable(); err != nil {
 		return err
+	}
+	if c.unbound && (c.o.Method == MethodProxyV1 || c.o.Method == MethodProxyV2) {
+		return nil
 	}
 	if err := c.send(StageQuit, append(c.cmd[:0], "QUIT"...), min(quitTimeout, c.o.CommandTimeout)); err != nil {
 		return err
@@ -223,7 +229,7 @@ func (c *Conn) writeCmd(line []byte) {
 // dot, so that the backend discards the partial message, and the error is
 // returned. The message is streamed, never held in memory.
 func (c *Conn) Data(ctx context.Context, msg io.Reader) (*Reply, error) {
-	if err := c.usable(); err != nil {
+	if err := c.ready(); err != nil {
 		return nil, err
 	}
 	if ctx.Done() != nil {
