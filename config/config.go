@@ -216,6 +216,13 @@ type Backend struct {
 	CommandTimeout Duration `toml:"command_timeout"`
 	// How long to wait for the backend's reply to the end of data.
 	DataTimeout Duration `toml:"data_timeout"`
+	// PreparedConnections is how many backend connections are kept
+	// connected and greeted ahead of clients, so that a client's first
+	// transaction does not wait for the connection and the backend's
+	// greeting. XCLIENT or the PROXY header is still sent for each client,
+	// and each connection serves one client. They are kept while clients
+	// keep coming, each at most 10 seconds; 0 dials for each client.
+	PreparedConnections int `toml:"prepared_connections"`
 }
 
 // DNS configures the one caching resolver all checks share.
@@ -487,11 +494,12 @@ func Default() *Config {
 		},
 		Tests: Tests{NonSMTP: true, PassTTL: Duration(30 * 24 * time.Hour)},
 		Backend: Backend{
-			Address:        "127.0.0.1:10025",
-			ClientIdentity: IdentityXCLIENT,
-			DialTimeout:    Duration(10 * time.Second),
-			CommandTimeout: Duration(5 * time.Minute),
-			DataTimeout:    Duration(10 * time.Minute),
+			Address:             "127.0.0.1:10025",
+			ClientIdentity:      IdentityXCLIENT,
+			DialTimeout:         Duration(10 * time.Second),
+			CommandTimeout:      Duration(5 * time.Minute),
+			DataTimeout:         Duration(10 * time.Minute),
+			PreparedConnections: 4,
 		},
 		DNS: DNS{
 			Resolvers: []string{},

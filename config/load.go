@@ -185,7 +185,8 @@ func (c *Config) validate() []error {
 	nonNegative := map[string]int64{"limits.connection_rate_per_ip": int64(l.ConnectionRatePerIP),
 		"limits.junk_command_limit": int64(l.JunkCommandLimit), "limits.hard_error_limit": int64(l.HardErrorLimit),
 		"limits.unknown_command_limit": int64(l.UnknownCommandLimit), "stress.junk_command_limit": int64(c.Stress.JunkCommandLimit),
-		"stress.hard_error_limit": int64(c.Stress.HardErrorLimit), "stress.unknown_command_limit": int64(c.Stress.UnknownCommandLimit)}
+		"stress.hard_error_limit": int64(c.Stress.HardErrorLimit), "stress.unknown_command_limit": int64(c.Stress.UnknownCommandLimit),
+		"backend.prepared_connections": int64(c.Backend.PreparedConnections)}
 	for _, k := range sortedKeys(nonNegative) {
 		if nonNegative[k] < 0 {
 			bad(k, "%s must not be negative", k)

@@ -92,6 +92,9 @@ func testConfig() *config.Config {
 	cfg.State.ControlSocket = ""
 	cfg.Backend.CommandTimeout = config.Duration(5 * time.Second)
 	cfg.Backend.DataTimeout = config.Duration(5 * time.Second)
+	// The tests count the backend's sessions: each one a client's.
+	// bepool_test.go tests prepared connections.
+	cfg.Backend.PreparedConnections = 0
 	return cfg
 }
 

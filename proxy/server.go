@@ -36,6 +36,7 @@ type Server struct {
 	fronts    []*front           // all go-smtp servers still serving someone
 	greeting  map[*conn]struct{} // in the greeting stage
 	conns     map[*conn]struct{} // all open
+	pools     map[*Runtime]*bePool
 	closing   bool
 
 	stressed                 atomic.Bool
@@ -54,7 +55,8 @@ type front struct {
 
 // New returns a server that will run under rt.
 func New(rt *Runtime, logger *slog.Logger) *Server {
-	s := &Server{log: logger, lim: newLimiter(), greeting: map[*conn]struct{}{}, conns: map[*conn]struct{}{}}
+	s := &Server{log: logger, lim: newLimiter(), greeting: map[*conn]struct{}{}, conns: map[*conn]struct{}{},
+		pools: map[*Runtime]*bePool{}}
 	s.rt.Store(rt)
 	s.front = s.newFront(rt)
 	s.fronts = []*front{s.front}
@@ -133,8 +135,32 @@ func (s *Server) Reload(rt *Runtime) {
 	s.front = f
 	s.fronts = append(s.fronts, f)
 	s.rt.Store(rt)
+	pools := s.pools
+	s.pools = map[*Runtime]*bePool{}
 	s.mu.Unlock()
 	old.ln.Close() // its Serve returns; its sessions go on
+	// Sessions still running under the old configuration dial for
+	// themselves from now on.
+	for _, p := range pools {
+		go p.close()
+	}
+}
+
+// pool returns the prepared backend connections of rt (made at first use),
+// or nil: none configured, or rt replaced by a reload, or shutting down.
+func (s *Server) pool(rt *Runtime) *bePool {
+	n := rt.Cfg.Backend.PreparedConnections
+	if n <= 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.pools[rt]; p != nil || s.closing || rt != s.rt.Load() {
+		return p
+	}
+	p := newBEPool(rt.Backend, n)
+	s.pools[rt] = p
+	return p
 }
 
 // Shutdown stops accepting, refuses clients still in the greeting, and waits
@@ -156,7 +182,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.interrupt() // its goroutine says 421 and hangs up
 	}
 	fronts := s.fronts
+	pools := s.pools
+	s.pools = map[*Runtime]*bePool{}
 	s.mu.Unlock()
+	for _, p := range pools {
+		p.close()
+	}
 
 	var wg sync.WaitGroup
 	for _, f := range fronts {

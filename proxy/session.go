@@ -245,7 +245,7 @@ func (c *conn) Logout() error {
 }
 
 // dial opens the backend connection for the first transaction and tells it
-// who the client really is.
+// who the client really is: a prepared one (bepool.go) if there is one.
 func (c *conn) dial() error {
 	if c.be != nil {
 		return nil
@@ -262,7 +262,17 @@ func (c *conn) dial() error {
 		DestPort: int(c.local.Port()),
 	}
 	began := time.Now()
-	be, err := backend.Dial(ctx, c.rt.Backend, id)
+	var be *backend.Conn
+	if pc := c.srv.pool(c.rt).get(); pc != nil && pc.Bind(ctx, id) == nil {
+		be = pc
+	}
+	// Without a prepared connection, or when binding it failed (it waited
+	// too long and the backend dropped it, or the backend refuses), a new
+	// one: its errors are what the client hears of.
+	var err error
+	if be == nil {
+		be, err = backend.Dial(ctx, c.rt.Backend, id)
+	}
 	c.rt.Shared.Metrics.BackendDuration("connect", time.Since(began))
 	if err != nil {
 		return c.backendError("connect", err)
