@@ -261,6 +261,7 @@ mxguard_start() {
 	sed -e "s|@TRUSTED@|$trusted|; s|@LISTEN@|127.0.0.1:$PORT|; s|@GREET_DELAY@|$delay|" \
 		-e "s|@MAX_CONNECTIONS@|$maxconn|; s|@BACKEND@|$BE_ADDR|; s|@IDENTITY@|$IDENTITY|" \
 		-e "s|@DNS@|$DNS|; s|@LOG@|$WORK/$name.log|; s|@LOG_LEVEL@|$LOG_LEVEL|; s|@RULES@|$ROOT/bench/rules-bench.toml|" \
+		-e "s|@STATE@|$WORK/$name.db|" \
 		"$ROOT/bench/mxguard-bench.toml" >"$WORK/$name.toml"
 	grep -v '^#' "$WORK/$name.toml" | grep -q '@[A-Z_]*@' && die "unfilled placeholder in $WORK/$name.toml"
 	"$BIN/mxguard" check-config -config "$WORK/$name.toml" >/dev/null 2>"$WORK/$name.check" ||
