@@ -2,7 +2,6 @@ package checks
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,8 +10,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/mxguard/mxguard/message"
 )
@@ -35,8 +32,8 @@ func txtLookups(ctx context.Context, timeout time.Duration, r TXTResolver) (cont
 	return ctx, cancel, r
 }
 
-// DKIM verifies a message's DKIM signatures (RFC 6376) with
-// github.com/emersion/go-msgauth/dkim. It only reports: RFC 6376 §6.3
+// DKIM verifies a message's DKIM signatures (RFC 6376; dkimverify.go,
+// following github.com/emersion/go-msgauth/dkim). It only reports: RFC 6376 §6.3
 // asks verifiers not to treat a broken signature worse than none, so what
 // a failure means is left to DMARC and the rules.
 type DKIM struct {
@@ -89,21 +86,17 @@ const maxTagLen = 255
 // Verify checks the signatures of msg, the whole message with CRLF line
 // ends, reading it exactly once, to the end.
 func (d *DKIM) Verify(ctx context.Context, msg io.Reader) DKIMResult {
-	// Drain whatever the library leaves (it stops early when a key is
-	// missing), so that msg may be one end of a pipe.
+	// Drain whatever verification leaves (it stops early when no
+	// signature needs the body), so that msg may be one end of a pipe.
 	defer io.Copy(io.Discard, msg)
 
-	src := &readLatch{r: msg}
 	br := verifyReaders.Get().(*bufio.Reader)
-	br.Reset(src)
+	br.Reset(msg)
 	defer func() {
 		br.Reset(nil)
 		verifyReaders.Put(br)
 	}()
 	h, _, err := message.ParseHeader(br)
-	if err == nil {
-		err = src.err
-	}
 	if err != nil {
 		outcome, why := "dkim.temperror", "could not be read"
 		if errors.Is(err, message.ErrHeaderTooLarge) {
@@ -114,11 +107,14 @@ func (d *DKIM) Verify(ctx context.Context, msg io.Reader) DKIMResult {
 			Reason: "DKIM not checked: the message " + why, Evidence: err.Error(),
 		}}}
 	}
+	return d.verify(ctx, h, br)
+}
 
+// verify checks the signatures of the message with header h and body
+// (what follows the header) from body (dkimverify.go).
+func (d *DKIM) verify(ctx context.Context, h *message.Header, body io.Reader) DKIMResult {
 	var sigs []DKIMSignature
 	for i := range h.Fields {
-		// The library finds signatures by the same test on the same
-		// field boundaries, so its verifications line up with sigs.
 		if strings.EqualFold(h.Fields[i].Name, "DKIM-Signature") {
 			sigs = append(sigs, parseSignature(h.Fields[i].Value()))
 		}
@@ -126,46 +122,21 @@ func (d *DKIM) Verify(ctx context.Context, msg io.Reader) DKIMResult {
 	if len(sigs) == 0 {
 		return DKIMResult{Results: unsignedResult()}
 	}
-
-	// Hand the library the header we already read, then the rest. A
-	// message that ends inside its header gets the empty line the
-	// library insists on; its body is empty either way.
-	var head bytes.Buffer
-	h.WriteTo(&head)
-	if h.End == nil {
-		if n := len(h.Fields); n > 0 && !bytes.HasSuffix(h.Fields[n-1].Raw, []byte("\n")) {
-			head.WriteString("\r\n")
-		}
-		head.WriteString("\r\n")
-	}
-
 	ctx, cancel, res := txtLookups(ctx, d.Timeout, d.Resolver)
 	defer cancel()
 	limit := d.MaxSignatures
 	if limit <= 0 {
 		limit = 5
 	}
-	opts := &dkim.VerifyOptions{
-		LookupTXT:        func(name string) ([]string, error) { return res.LookupTXT(ctx, name) },
-		MaxVerifications: limit,
-	}
-	verifs, err := dkim.VerifyWithOptions(io.MultiReader(&head, br), opts)
-	if src.err != nil {
-		// The library took the cut-off message for a whole one; its
-		// verdicts mean nothing.
-		verifs, err = nil, fmt.Errorf("reading the message: %w", src.err)
-	}
-
-	r := DKIMResult{}
-	if errors.Is(err, dkim.ErrTooManySignatures) {
-		r.Ignored = len(sigs) - len(verifs)
-		sigs = sigs[:len(verifs)]
-		err = nil
-	}
+	verifs, ignored, err := verifyDKIM(ctx, res, h, body, limit)
+	r := DKIMResult{Ignored: ignored}
+	sigs = sigs[:len(sigs)-ignored]
 	for i := range sigs {
 		s := &sigs[i]
-		switch {
-		case i < len(verifs) && (err == nil || verifs[i].Err != nil):
+		if err != nil {
+			// The message could not be read to the end: nothing is known.
+			s.Result, s.Err = "temperror", fmt.Errorf("reading the message: %w", err).Error()
+		} else {
 			v := verifs[i]
 			if v.Domain != "" {
 				s.Domain = clip(v.Domain)
@@ -173,17 +144,9 @@ func (d *DKIM) Verify(ctx context.Context, msg io.Reader) DKIMResult {
 			if v.Identifier != "" {
 				s.Identifier = clip(v.Identifier)
 			}
-			s.Result = dkimResult(v.Err)
+			s.Result = "pass"
 			if v.Err != nil {
-				s.Err = strings.TrimPrefix(v.Err.Error(), "dkim: ")
-			}
-		default:
-			// Reading the message failed, or the library failed
-			// outside any one signature (and then reports the one
-			// that hit it as valid): nothing is known.
-			s.Result, s.Err = "temperror", "not verified"
-			if err != nil {
-				s.Err = err.Error()
+				s.Result, s.Err = v.Err.class, v.Err.msg
 			}
 		}
 		r.Results = append(r.Results, s.result())
@@ -192,22 +155,8 @@ func (d *DKIM) Verify(ctx context.Context, msg io.Reader) DKIMResult {
 	return r
 }
 
-// dkimResult maps the library's error classes (RFC 8601 §2.7.1).
-func dkimResult(err error) string {
-	switch {
-	case err == nil:
-		return "pass"
-	case dkim.IsTempFail(err):
-		return "temperror"
-	case dkim.IsPermFail(err):
-		return "permerror"
-	default:
-		return "fail" // the signature or the body hash did not verify
-	}
-}
-
 func (s *DKIMSignature) result() Result {
-	sig := fmt.Sprintf("DKIM signature d=%s s=%s", s.Domain, s.Selector)
+	sig := "DKIM signature d=" + s.Domain + " s=" + s.Selector
 	r := Result{Check: DKIMName, Outcome: "dkim." + s.Result, Evidence: "i=" + s.Identifier + " a=" + s.Algorithm}
 	switch s.Result {
 	case "pass":
@@ -226,28 +175,45 @@ func (s *DKIMSignature) result() Result {
 // signatures are the library's to judge; this only has to label them.
 func parseSignature(v string) DKIMSignature {
 	var s DKIMSignature
-	seen := map[string]bool{}
-	for _, tag := range strings.Split(v, ";") {
+	var seen [4]bool // d, s, i, a: the first of each counts
+	for len(v) > 0 {
+		var tag string
+		tag, v, _ = strings.Cut(v, ";")
 		k, val, ok := strings.Cut(tag, "=")
-		k = strings.TrimSpace(k)
-		if !ok || seen[k] {
+		if !ok {
 			continue
 		}
-		seen[k] = true
-		val = clip(strings.Join(strings.Fields(val), ""))
-		switch k {
+		var dst *string
+		switch k = strings.TrimSpace(k); k {
 		case "d":
-			s.Domain = val
+			dst = &s.Domain
 		case "s":
-			s.Selector = val
+			dst = &s.Selector
 		case "i":
-			s.Identifier = val
+			dst = &s.Identifier
 		case "a":
-			s.Algorithm = val
+			dst = &s.Algorithm
+		default:
+			continue
+		}
+		if i := strings.IndexByte("dsia", k[0]); !seen[i] {
+			seen[i] = true
+			*dst = clip(removeSpaces(val))
 		}
 	}
 	if s.Identifier == "" && s.Domain != "" {
 		s.Identifier = "@" + s.Domain
+	}
+	return s
+}
+
+// removeSpaces is strings.Join(strings.Fields(s), ""), without allocating
+// when there is nothing to remove.
+func removeSpaces(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 0x80 || asciiSpace[c] {
+			return strings.Join(strings.Fields(s), "")
+		}
 	}
 	return s
 }
@@ -257,28 +223,6 @@ func clip(s string) string {
 		return s[:maxTagLen]
 	}
 	return s
-}
-
-// readLatch turns a read error into a clean EOF and keeps it. The
-// library, given more than one signature, copies the message into one
-// pipe per signature and, when the copy fails, returns without closing
-// them: the verifying goroutines would wait forever. Seeing EOF, it
-// finishes; Verify then reports the error.
-type readLatch struct {
-	r   io.Reader
-	err error
-}
-
-func (l *readLatch) Read(p []byte) (int, error) {
-	if l.err != nil {
-		return 0, io.EOF
-	}
-	n, err := l.r.Read(p)
-	if err != nil && err != io.EOF {
-		l.err = err
-		err = io.EOF
-	}
-	return n, err
 }
 
 // DKIMName names the DKIM check.
@@ -312,7 +256,8 @@ func (d *DKIM) Run(ctx context.Context, _ Stage, s *Session) []Result {
 		Put(s, DKIMKey, nil)
 		return unsignedResult()
 	}
-	v := d.Verify(ctx, s.Message.Reader())
+	body := io.NewSectionReader(s.Message.Reader(), s.Body, s.Message.Size()-s.Body)
+	v := d.verify(ctx, s.Header, body)
 	Put(s, DKIMKey, v.Signatures)
 	return v.Results
 }
