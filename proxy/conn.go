@@ -75,6 +75,9 @@ type conn struct {
 	// The junk and error limits' counts.
 	junk, errors, unknown int
 
+	park       parking   // waiting for the client without a goroutine (park.go)
+	bannerOnce sync.Once // bannerTaken
+
 	closeOnce sync.Once
 }
 
@@ -137,7 +140,8 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 func (c *conn) interrupt() {
 	c.cut.Store(true)
 	c.Conn.SetDeadline(time.Now())
-	c.cancel() // a check waiting on something gives up too
+	c.cancel()      // a check waiting on something gives up too
+	c.wake(wokeCut) // a parked connection resumes, and finds the deadline passed
 }
 
 // dropWith sends a last reply and hangs up.

@@ -11,13 +11,14 @@ import (
 )
 
 // greet runs the connection stage: the bait banner line, the greeting delay
-// and the early-talker (pregreet) test. It reports whether the connection
-// goes on to the SMTP dialogue.
+// and the early-talker (pregreet) test, then (afterBanner) the banner and
+// go-smtp. A connection that waits is parked (park.go): greet returns, and
+// the rest runs on another goroutine when the wait ends.
 //
 // postscreen's trick: "220-host ESMTP" is a continuation line, so a client
 // that waits for the end of the reply before talking stays silent; a bot that
 // reads only the first line talks into the wait and is caught.
-func (s *Server) greet(c *conn) bool {
+func (s *Server) greet(c *conn) {
 	cfg := c.rt.Cfg
 	delay := s.limitsNow(cfg).greetDelay
 	skip, why := c.pipe.SkipGreeting()
@@ -25,11 +26,14 @@ func (s *Server) greet(c *conn) bool {
 		if skip {
 			s.log.Debug("greeting skipped", "session", c.id, "client", clientString(c.client), "why", why)
 		}
-		return s.connected(c, pipeline.Greeting{})
+		if s.connected(c, pipeline.Greeting{}) {
+			s.afterBanner(c)
+		}
+		return
 	}
 	if !s.trackGreeting(c, true) {
 		c.dropWith("421 4.3.2 Service shutting down, try again later")
-		return false
+		return
 	}
 
 	if cfg.Listen.BaitBanner {
@@ -38,22 +42,32 @@ func (s *Server) greet(c *conn) bool {
 			s.trackGreeting(c, false)
 			c.hangup = "greeting"
 			c.Close()
-			return false
+			return
 		}
 	}
-	var buf [128]byte
+	// The deadline is the socket's: endGreeting and interrupt move it
+	// (and wake the parked connection), and greetWait reads against it.
 	c.Conn.SetReadDeadline(c.start.Add(delay))
+	s.park(c, c.start.Add(delay), func(wakeReason) { s.greetWait(c) })
+}
+
+// greetWait ends the greeting wait, when the client talks or hangs up, or
+// the deadline passes (or is moved to now: a DNS allowlisting, shutdown,
+// session_timeout, shedding).
+func (s *Server) greetWait(c *conn) {
+	var buf [128]byte
 	n, err := c.Conn.Read(buf[:])
 	s.trackGreeting(c, false)
 	c.Conn.SetReadDeadline(time.Time{})
 	switch {
 	case c.shedding.Load():
 		c.shed(checks.AtConnect)
-		return false
+		return
 	case s.isClosing():
 		c.dropWith("421 4.3.2 Service shutting down, try again later")
-		return false
+		return
 	}
+	var g pipeline.Greeting
 	switch {
 	case n > 0:
 		c.rt.Shared.Metrics.Connection(metrics.Pregreet)
@@ -64,16 +78,79 @@ func (s *Server) greet(c *conn) bool {
 		// The postscreen line: PREGREET 11 after 0.21 from [192.0.2.1]:4711: EHLO x
 		s.log.Info("pregreet", "session", c.id, "client", clientString(c.client),
 			"bytes", n, "after", round(after), "text", checks.Escape(c.buf, 100))
-		return s.connected(c, pipeline.Greeting{Early: c.buf, After: after, Waited: true})
+		g = pipeline.Greeting{Early: c.buf, After: after, Waited: true}
 	case errors.Is(err, os.ErrDeadlineExceeded) && !c.timedOut.Load():
 		// A patient client, or one a DNS allowlist let go early.
-		return s.connected(c, pipeline.Greeting{Waited: true})
+		g = pipeline.Greeting{Waited: true}
 	default:
 		c.rt.Shared.Metrics.Connection(metrics.Dropped)
 		c.hangup = "greeting"
 		c.Close()
-		return false
+		return
 	}
+	if s.connected(c, g) {
+		s.afterBanner(c)
+	}
+}
+
+// afterBanner sends the banner and waits, parked, for the client's first
+// command before giving the connection to go-smtp (whose own banner the wire
+// then drops): a client that stays silent after the banner costs no
+// goroutine and no go-smtp buffers. When the wait ends by command_timeout,
+// go-smtp's first read fails with it, and go-smtp says 421 as it would
+// have. Without a poller, or with input already waiting (an early talker's),
+// go-smtp gets the connection at once and writes the banner itself.
+func (s *Server) afterBanner(c *conn) {
+	if c.buf != nil || s.poller() == nil {
+		s.handoff(c)
+		return
+	}
+	if _, ok := parkable(c.Conn); !ok {
+		s.handoff(c)
+		return
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		s.handoff(c) // 421
+		return
+	}
+	s.banner[c] = struct{}{}
+	s.bannerWG.Add(1)
+	s.mu.Unlock()
+	cfg := c.rt.Cfg
+	c.Conn.SetWriteDeadline(time.Now().Add(cfg.Limits.WriteTimeout.D()))
+	c.Conn.Write([]byte("220 " + cfg.Hostname + " ESMTP Service Ready\r\n")) // go-smtp's, word for word
+	c.wire.bannerSent = true
+	c.park.pending.Store(false) // what cut the greeting short is over
+	s.park(c, time.Now().Add(s.limitsNow(cfg).commandTimeout), func(why wakeReason) { s.bannerWait(c, why) })
+}
+
+// bannerWait gives a connection parked after the banner to go-smtp.
+// bannerWG counts it until go-smtp has it (its banner reaches the wire:
+// bannerTaken), so that Shutdown waits for it as a go-smtp session.
+func (s *Server) bannerWait(c *conn, why wakeReason) {
+	s.mu.Lock()
+	delete(s.banner, c)
+	s.mu.Unlock()
+	if why == wokeDeadline {
+		// command_timeout, as go-smtp would have met it: its first read
+		// fails with the socket's own timeout error.
+		c.Conn.SetReadDeadline(time.Now())
+		var b [1]byte
+		if _, err := c.Conn.Read(b[:]); err != nil && deadlineExceeded(err) {
+			c.wire.readTimed = err
+		}
+	}
+	if !s.handoff(c) {
+		c.bannerTaken() // dropped: no go-smtp session to wait for
+	}
+}
+
+// bannerTaken ends the wait of Shutdown for a connection parked after the
+// banner: go-smtp has it (and counts it among its sessions), or it is gone.
+func (c *conn) bannerTaken() {
+	c.bannerOnce.Do(c.srv.bannerWG.Done)
 }
 
 // connected applies the decision at the end of the connection stage: only a

@@ -37,7 +37,12 @@ type Server struct {
 	greeting  map[*conn]struct{} // in the greeting stage
 	conns     map[*conn]struct{} // all open
 	pools     map[*Runtime]*bePool
+	banner    map[*conn]struct{} // parked after the banner, not yet go-smtp's
 	closing   bool
+
+	poll     *poller // parked connections' sockets (park.go)
+	pollOnce sync.Once
+	bannerWG sync.WaitGroup // connections parked after the banner, until go-smtp has them
 
 	stressed                 atomic.Bool
 	stressStart, stressSince time.Time   // under mu: when the episode began; when the load was last high
@@ -56,7 +61,7 @@ type front struct {
 // New returns a server that will run under rt.
 func New(rt *Runtime, logger *slog.Logger) *Server {
 	s := &Server{log: logger, lim: newLimiter(), greeting: map[*conn]struct{}{}, conns: map[*conn]struct{}{},
-		pools: map[*Runtime]*bePool{}}
+		pools: map[*Runtime]*bePool{}, banner: map[*conn]struct{}{}}
 	s.rt.Store(rt)
 	s.front = s.newFront(rt)
 	s.fronts = []*front{s.front}
@@ -184,7 +189,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	fronts := s.fronts
 	pools := s.pools
 	s.pools = map[*Runtime]*bePool{}
+	for c := range s.banner {
+		// Greeted already: a session, as if go-smtp had it, which it
+		// now gets, to serve it until it ends or the time is up.
+		c.wake(wokeShutdown)
+	}
 	s.mu.Unlock()
+	s.bannerWG.Wait()
 	for _, p := range pools {
 		p.close()
 	}
@@ -222,6 +233,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = fmt.Errorf("shutdown: closed %d sessions still open after the timeout", n)
 	}
 	s.wg.Wait()
+	if s.poll != nil {
+		s.poll.close() // nothing is parked any more
+	}
 	return err
 }
 
@@ -315,9 +329,7 @@ func (s *Server) handle(nc net.Conn) {
 		c.interrupt()
 	})
 	s.log.Debug("connect", "session", c.id, "client", clientString(c.client), "to", c.local.String(), "trusted", c.pipe.Trusted())
-	if s.greet(c) {
-		s.handoff(c)
-	}
+	s.greet(c) // the greeting, the banner, go-smtp: on other goroutines if it waits
 }
 
 // endGreeting wakes the greeting's Read of a connection still waiting in
@@ -327,6 +339,7 @@ func (s *Server) endGreeting(c *conn) {
 	defer s.mu.Unlock()
 	if _, waiting := s.greeting[c]; waiting {
 		c.Conn.SetReadDeadline(time.Now())
+		c.wake(wokeCut)
 	}
 }
 
@@ -349,19 +362,26 @@ func (s *Server) isClosing() bool {
 }
 
 // handoff gives a connection to the current go-smtp server, which writes the
-// (last line of the) banner and runs the dialogue.
-func (s *Server) handoff(c *conn) {
+// (last line of the) banner and runs the dialogue. One that had the banner
+// already (afterBanner) is a session: it is handed over during shutdown too,
+// as long as go-smtp takes connections.
+// It reports whether go-smtp got the connection.
+func (s *Server) handoff(c *conn) bool {
 	for {
 		s.mu.Lock()
 		f, closing := s.front, s.closing
 		s.mu.Unlock()
-		if closing {
+		if closing && !c.wire.bannerSent {
 			c.dropWith("421 4.3.2 Service shutting down, try again later")
-			return
+			return false
+		}
+		if closing && !f.ln.open() {
+			c.dropWith("421 4.3.2 Service shutting down, try again later")
+			return false
 		}
 		if f.ln.push(c) {
 			c.rt.Shared.Metrics.Connection(metrics.Accepted)
-			return
+			return true
 		}
 		// f was replaced by a reload meanwhile: try the new one.
 	}
@@ -418,6 +438,15 @@ func (l *chanListener) push(c net.Conn) bool {
 		return true
 	case <-l.done:
 		return false
+	}
+}
+
+func (l *chanListener) open() bool {
+	select {
+	case <-l.done:
+		return false
+	default:
+		return true
 	}
 }
 

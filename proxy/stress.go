@@ -39,6 +39,7 @@ func (s *Server) updateStress(open int) {
 		for c := range s.conns {
 			if !c.mailStarted.Load() && !c.waiting.Load() {
 				c.Conn.SetReadDeadline(cut)
+				c.rearm(cut) // parked after the banner
 			}
 		}
 	case on && open < enter*9/10:

@@ -56,8 +56,11 @@ type wire struct {
 
 	out       []byte // replies held back
 	readTimed error  // a read hit its deadline: every later read fails at once
-	closed    bool   // mxguard hung up: what go-smtp still writes goes nowhere
-	over      string // a limit the client went past: cut it off at the next read
+	// bannerSent: mxguard sent the banner (afterBanner); go-smtp's own,
+	// its first reply, is counted but not sent.
+	bannerSent bool
+	closed     bool   // mxguard hung up: what go-smtp still writes goes nowhere
+	over       string // a limit the client went past: cut it off at the next read
 }
 
 const (
@@ -154,7 +157,14 @@ func (w *wire) readSrc(p []byte) (int, error) {
 	if w.readTimed != nil {
 		return 0, w.readTimed // the same net.Error: go-smtp answers "421 4.4.2 Idle timeout"
 	}
-	n, err := w.src.Read(p)
+	n, err := 0, error(nil)
+	if w.c.cut.Load() {
+		// Cut before go-smtp came to read (while parked after the
+		// banner, say): go-smtp set its own deadline since.
+		err = errDropped
+	} else {
+		n, err = w.src.Read(p)
+	}
 	if err != nil && w.c.cut.Load() {
 		// Shed to make room, or cut by shutdown or session_timeout.
 		if w.c.shedding.Load() {
@@ -501,6 +511,13 @@ func (w *wire) flush() error {
 // 354 starts a message. It reports whether the line goes to the client.
 func (w *wire) watch(line []byte) bool {
 	if w.closed {
+		return false
+	}
+	if w.bannerSent && w.answered == 0 {
+		if len(line) >= 4 && line[3] != '-' {
+			w.answered++ // the banner answers the connection
+			w.c.bannerTaken()
+		}
 		return false
 	}
 	if len(line) < 4 || line[3] == '-' {
