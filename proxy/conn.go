@@ -93,6 +93,7 @@ func (s *Server) newConn(nc net.Conn, rt *Runtime) *conn {
 		start:  time.Now(),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.park.index = -1
 	c.active.Store(c.start.UnixNano())
 	c.wire.init(c)
 	return c

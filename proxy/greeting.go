@@ -48,7 +48,7 @@ func (s *Server) greet(c *conn) {
 	// The deadline is the socket's: endGreeting and interrupt move it
 	// (and wake the parked connection), and greetWait reads against it.
 	c.Conn.SetReadDeadline(c.start.Add(delay))
-	s.park(c, c.start.Add(delay), func(wakeReason) { s.greetWait(c) })
+	s.park(c, inGreeting, c.start.Add(delay))
 }
 
 // greetWait ends the greeting wait, when the client talks or hangs up, or
@@ -98,10 +98,13 @@ func (s *Server) greetWait(c *conn) {
 // then drops): a client that stays silent after the banner costs no
 // goroutine and no go-smtp buffers. When the wait ends by command_timeout,
 // go-smtp's first read fails with it, and go-smtp says 421 as it would
-// have. Without a poller, or with input already waiting (an early talker's),
-// go-smtp gets the connection at once and writes the banner itself.
+// have. Parking pays only when many connections are open (it costs two
+// epoll calls and a goroutine a connection): with parkBannerOver or fewer
+// open, or without a poller, or with input already waiting (an early
+// talker's), go-smtp gets the connection at once and writes the banner
+// itself.
 func (s *Server) afterBanner(c *conn) {
-	if c.buf != nil || s.poller() == nil {
+	if c.buf != nil || s.lim.open() <= s.parkBannerOver || s.poller() == nil {
 		s.handoff(c)
 		return
 	}
@@ -123,7 +126,7 @@ func (s *Server) afterBanner(c *conn) {
 	c.Conn.Write([]byte("220 " + cfg.Hostname + " ESMTP Service Ready\r\n")) // go-smtp's, word for word
 	c.wire.bannerSent = true
 	c.park.pending.Store(false) // what cut the greeting short is over
-	s.park(c, time.Now().Add(s.limitsNow(cfg).commandTimeout), func(why wakeReason) { s.bannerWait(c, why) })
+	s.park(c, afterBannerStage, time.Now().Add(s.limitsNow(cfg).commandTimeout))
 }
 
 // bannerWait gives a connection parked after the banner to go-smtp.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"container/heap"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -14,28 +15,38 @@ import (
 // goroutine: most of the memory of an idle connection, and idle
 // connections are what a flood is made of. Instead the socket is watched
 // by the poller (one epoll instance and goroutine per Server, on Linux:
-// park_linux.go) together with a timer for the wait's deadline; the
-// connection is resumed on a new goroutine when the client sends something
-// or hangs up, when the deadline passes, or when it is interrupted
-// (shutdown, session_timeout, shedding, the greeting cut short). Where the
-// poller is not available (other systems, a connection behind a PROXY
-// header whose reader may hold bytes already read), resume runs at once
-// and waits on its goroutine, as connections did before.
+// park_linux.go), which also keeps the wait's deadline; the connection is
+// resumed on a new goroutine when the client sends something or hangs up,
+// when the deadline passes, or when it is interrupted (shutdown,
+// session_timeout, shedding, the greeting cut short). Where the poller is
+// not available (other systems, a connection behind a PROXY header, whose
+// reader may hold bytes already read), it resumes at once and waits on its
+// goroutine, as connections did before.
 
 // parking is a conn's parked state.
 type parking struct {
 	state   atomic.Int32 // parkNone, parkParked, parkWoken
 	pending atomic.Bool  // woken before it was parked: it resumes at once
-	timer   *time.Timer  // the wait's deadline (under the poller's lock)
-	resume  func(why wakeReason)
-	fd      int32 // the socket, while registered with the poller (under its lock)
-	gen     int32 // tells this park's events from an earlier one's (under its lock)
+	after   parkStage    // what it waits in: what resumes it
+	// Under the poller's lock:
+	deadline time.Time
+	index    int   // in the poller's deadlines, -1 when not there
+	fd       int32 // the socket, while registered with the poller
+	gen      int32 // tells this park's events from an earlier one's
 }
 
 const (
 	parkNone int32 = iota
 	parkParked
 	parkWoken
+)
+
+// parkStage is where a connection waits.
+type parkStage uint8
+
+const (
+	inGreeting       parkStage = iota // greetWait resumes it
+	afterBannerStage                  // bannerWait resumes it
 )
 
 // wakeReason says why a parked connection resumes.
@@ -49,32 +60,44 @@ const (
 )
 
 // park waits, without a goroutine, until c's client speaks (or hangs up),
-// deadline passes, or c is woken; then resume runs on a goroutine of its
+// deadline passes, or c is woken; then it resumes on a goroutine of its
 // own (counted in s.wg). Only c's owner parks it, and only when it is not
 // using the socket.
-func (s *Server) park(c *conn, deadline time.Time, resume func(wakeReason)) {
+func (s *Server) park(c *conn, stage parkStage, deadline time.Time) {
 	s.wg.Add(1)
 	p := &c.park
-	p.resume = func(why wakeReason) {
-		defer s.wg.Done()
-		resume(why)
-	}
+	p.after = stage
 	fd, ok := parkable(c.Conn)
 	pl := s.poller()
 	if !ok || pl == nil {
 		p.state.Store(parkWoken)
-		go p.resume(wokeInput) // it waits on its own goroutine
+		go s.resume(c, wokeInput) // it waits on its own goroutine
 		return
 	}
 	pl.mu.Lock()
 	p.gen++
 	p.fd = int32(fd)
+	p.deadline = deadline
 	p.state.Store(parkParked)
-	p.timer = time.AfterFunc(time.Until(deadline), func() { c.wake(wokeDeadline) })
 	err := pl.addLocked(c)
+	if err == nil {
+		heap.Push(&pl.deadlines, c)
+		pl.kickLocked(deadline)
+	}
 	pl.mu.Unlock()
 	if err != nil || p.pending.Load() || c.cut.Load() {
-		c.wake(wokeCut) // resume waits on its goroutine, or finds why it was cut
+		c.wake(wokeCut) // it waits on its goroutine, or finds why it was cut
+	}
+}
+
+// resume runs a woken connection's wait to its end.
+func (s *Server) resume(c *conn, why wakeReason) {
+	defer s.wg.Done()
+	switch c.park.after {
+	case inGreeting:
+		s.greetWait(c)
+	case afterBannerStage:
+		s.bannerWait(c, why)
 	}
 }
 
@@ -88,13 +111,12 @@ func (c *conn) wake(why wakeReason) {
 	}
 	pl := c.srv.poll
 	pl.mu.Lock()
-	if p.timer != nil {
-		p.timer.Stop()
-		p.timer = nil
+	if p.index >= 0 {
+		heap.Remove(&pl.deadlines, p.index)
 	}
 	pl.removeLocked(c)
 	pl.mu.Unlock()
-	go p.resume(why)
+	go c.srv.resume(c, why)
 }
 
 // rearm moves the deadline of a parked connection to t if that is sooner
@@ -106,8 +128,10 @@ func (c *conn) rearm(t time.Time) {
 		return
 	}
 	pl.mu.Lock()
-	if p.timer != nil && p.state.Load() == parkParked {
-		p.timer.Reset(time.Until(t))
+	if p.index >= 0 && t.Before(p.deadline) {
+		p.deadline = t
+		heap.Fix(&pl.deadlines, p.index)
+		pl.kickLocked(t)
 	}
 	pl.mu.Unlock()
 }
@@ -146,8 +170,50 @@ func (s *Server) poller() *poller {
 }
 
 // pollerBase is the part of the poller every system shares: the parked
-// connections by socket.
+// connections by socket, and by deadline.
 type pollerBase struct {
-	mu     sync.Mutex
-	parked map[int32]*conn
+	mu        sync.Mutex
+	parked    map[int32]*conn
+	deadlines deadlineHeap
+	waitUntil time.Time // the deadline the poller sleeps until; zero: none
+}
+
+// due takes the connections whose deadline has passed, and says how long
+// the poller may sleep (-1: until something happens).
+func (p *pollerBase) due(now time.Time, out []*conn) ([]*conn, time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.deadlines) > 0 && !p.deadlines[0].park.deadline.After(now) {
+		out = append(out, p.deadlines[0])
+		heap.Pop(&p.deadlines)
+	}
+	if len(p.deadlines) == 0 {
+		p.waitUntil = time.Time{}
+		return out, -1
+	}
+	p.waitUntil = p.deadlines[0].park.deadline
+	return out, p.waitUntil.Sub(now)
+}
+
+// deadlineHeap orders parked connections by deadline.
+type deadlineHeap []*conn
+
+func (h deadlineHeap) Len() int           { return len(h) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].park.deadline.Before(h[j].park.deadline) }
+func (h deadlineHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].park.index, h[j].park.index = i, j
+}
+func (h *deadlineHeap) Push(x any) {
+	c := x.(*conn)
+	c.park.index = len(*h)
+	*h = append(*h, c)
+}
+func (h *deadlineHeap) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	c.park.index = -1
+	return c
 }

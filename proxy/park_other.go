@@ -2,7 +2,10 @@
 
 package proxy
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 var errNoPoller = errors.New("no poller on this system")
 
@@ -13,4 +16,5 @@ type poller struct{ pollerBase }
 func newPoller() (*poller, error)       { return nil, errNoPoller }
 func (p *poller) addLocked(*conn) error { return errNoPoller }
 func (p *poller) removeLocked(*conn)    {}
+func (p *poller) kickLocked(time.Time)  {}
 func (p *poller) close()                {}

@@ -43,6 +43,9 @@ type Server struct {
 	poll     *poller // parked connections' sockets (park.go)
 	pollOnce sync.Once
 	bannerWG sync.WaitGroup // connections parked after the banner, until go-smtp has them
+	// parkBannerOver: connections are parked after the banner while more
+	// than this many are open (afterBanner).
+	parkBannerOver int
 
 	stressed                 atomic.Bool
 	stressStart, stressSince time.Time   // under mu: when the episode began; when the load was last high
@@ -61,7 +64,7 @@ type front struct {
 // New returns a server that will run under rt.
 func New(rt *Runtime, logger *slog.Logger) *Server {
 	s := &Server{log: logger, lim: newLimiter(), greeting: map[*conn]struct{}{}, conns: map[*conn]struct{}{},
-		pools: map[*Runtime]*bePool{}, banner: map[*conn]struct{}{}}
+		pools: map[*Runtime]*bePool{}, banner: map[*conn]struct{}{}, parkBannerOver: 100}
 	s.rt.Store(rt)
 	s.front = s.newFront(rt)
 	s.fronts = []*front{s.front}
