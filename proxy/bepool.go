@@ -57,7 +57,9 @@ func newBEPool(opts backend.Options, size int) *bePool {
 }
 
 // get returns a prepared connection for the caller to Bind, or nil when
-// none is ready (the caller dials), and has the pool make another.
+// none is ready (the caller dials). The pool makes another when the client
+// leaves (refill): waking the refiller here would have it compete with the
+// client's transaction for the CPU, on the transaction's critical path.
 func (p *bePool) get() *backend.Conn {
 	if p == nil {
 		return nil
@@ -82,12 +84,23 @@ func (p *bePool) get() *backend.Conn {
 			p.quit(r.c)
 		}
 	}
+	empty := c == nil
 	p.mu.Unlock()
+	if empty {
+		p.refillSoon() // clients dial for themselves until it has some
+	}
+	return c
+}
+
+// refillSoon wakes the refiller.
+func (p *bePool) refillSoon() {
+	if p == nil {
+		return
+	}
 	select {
 	case p.kick <- struct{}{}:
 	default:
 	}
-	return c
 }
 
 // wanted says whether clients keep coming: the pool is worth filling.

@@ -47,9 +47,10 @@ type conn struct {
 	smtp *smtp.Conn // go-smtp's side of it, from its first HELO on
 
 	// The transaction toward the backend.
-	be   *backend.Conn // opened at the first relayed transaction, kept for the next
-	from string
-	mail *smtp.MailOptions
+	be       *backend.Conn // opened at the first relayed transaction, kept for the next
+	usedPool bool          // it took a prepared backend connection (to be replaced when it ends)
+	from     string
+	mail     *smtp.MailOptions
 	// held: MAIL was accepted without telling the backend (a refusal is
 	// pending); open: the backend has a transaction open.
 	held, open bool

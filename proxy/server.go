@@ -348,6 +348,9 @@ func (s *Server) endGreeting(c *conn) {
 
 // closed runs once when a connection ends, on its owning goroutine.
 func (s *Server) closed(c *conn) {
+	if c.usedPool {
+		s.pool(c.rt).refillSoon() // the prepared connection it took is replaced
+	}
 	c.timer.Stop()
 	s.lim.release(c.client.Addr())
 	s.updateStress(s.lim.open())

@@ -245,40 +245,51 @@ func (c *conn) Logout() error {
 }
 
 // dial opens the backend connection for the first transaction and tells it
-// who the client really is: a prepared one (bepool.go) if there is one.
+// who the client really is. (Binding it ahead, at the client's EHLO, would
+// save a round trip, but the backend must not hear of a client before its
+// first transaction: lifecycle_test.go.)
 func (c *conn) dial() error {
 	if c.be != nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.rt.Backend.DialTimeout+c.rt.Backend.CommandTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, c.rt.Backend.DialTimeout+c.rt.Backend.CommandTimeout)
 	defer cancel()
-	id := backend.Identity{
-		Addr:     c.client.Addr().AsSlice(),
-		Port:     int(c.client.Port()),
-		Name:     c.pipe.RDNS(), // "" becomes XCLIENT NAME=[UNAVAILABLE]
-		Helo:     c.helo(),
-		Proto:    "ESMTP",
-		DestAddr: c.local.Addr().AsSlice(),
-		DestPort: int(c.local.Port()),
-	}
-	began := time.Now()
-	var be *backend.Conn
-	if pc := c.srv.pool(c.rt).get(); pc != nil && pc.Bind(ctx, id) == nil {
-		be = pc
-	}
-	// Without a prepared connection, or when binding it failed (it waited
-	// too long and the backend dropped it, or the backend refuses), a new
-	// one: its errors are what the client hears of.
-	var err error
-	if be == nil {
-		be, err = backend.Dial(ctx, c.rt.Backend, id)
-	}
-	c.rt.Shared.Metrics.BackendDuration("connect", time.Since(began))
+	be, err := c.bind(ctx, c.identity(c.helo()))
 	if err != nil {
 		return c.backendError("connect", err)
 	}
 	c.be = be
 	return nil
+}
+
+// identity is the client as the backend learns it.
+func (c *conn) identity(helo string) backend.Identity {
+	return backend.Identity{
+		Addr:     c.client.Addr().AsSlice(),
+		Port:     int(c.client.Port()),
+		Name:     c.pipe.RDNS(), // "" becomes XCLIENT NAME=[UNAVAILABLE]
+		Helo:     helo,
+		Proto:    "ESMTP",
+		DestAddr: c.local.Addr().AsSlice(),
+		DestPort: int(c.local.Port()),
+	}
+}
+
+// bind makes a backend connection for the client id: a prepared one
+// (bepool.go) bound, or a new one. Safe on any goroutine.
+func (c *conn) bind(ctx context.Context, id backend.Identity) (*backend.Conn, error) {
+	began := time.Now()
+	defer func() { c.rt.Shared.Metrics.BackendDuration("connect", time.Since(began)) }()
+	if pc := c.srv.pool(c.rt).get(); pc != nil {
+		c.usedPool = true
+		if pc.Bind(ctx, id) == nil {
+			return pc, nil
+		}
+	}
+	// Without a prepared connection, or when binding it failed (it waited
+	// too long and the backend dropped it, or the backend refuses), a new
+	// one: its errors are what the client hears of.
+	return backend.Dial(ctx, c.rt.Backend, id)
 }
 
 // backendMail opens the backend's transaction.

@@ -150,6 +150,10 @@ func runLoad(cfg Config) (Result, error) {
 	res.EhloP99 = toMS(percentile(ehlo, 0.99))
 	res.EnvelopeP99 = toMS(percentile(env, 0.99))
 	res.DataP99 = toMS(percentile(data, 0.99))
+	res.ConnectP50 = toMS(percentile(connect, 0.50))
+	res.EhloP50 = toMS(percentile(ehlo, 0.50))
+	res.EnvelopeP50 = toMS(percentile(env, 0.50))
+	res.DataP50 = toMS(percentile(data, 0.50))
 	return res, nil
 }
 

@@ -46,6 +46,11 @@ type Result struct {
 	EhloP99     float64 `json:"ehlo_p99_ms,omitempty"`
 	EnvelopeP99 float64 `json:"envelope_p99_ms,omitempty"`
 	DataP99     float64 `json:"data_p99_ms,omitempty"`
+	// The same phases at p50.
+	ConnectP50  float64 `json:"connect_p50_ms,omitempty"`
+	EhloP50     float64 `json:"ehlo_p50_ms,omitempty"`
+	EnvelopeP50 float64 `json:"envelope_p50_ms,omitempty"`
+	DataP50     float64 `json:"data_p50_ms,omitempty"`
 
 	// Idle mode.
 	Idle      int     `json:"idle,omitempty"`     // connections asked for
@@ -93,6 +98,8 @@ func (r *Result) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "  ok %d  refused %d  errors %d  connections %d\n", r.OK, r.Refused, r.Errors, r.Connections)
 		fmt.Fprintf(w, "  elapsed %.3fs  %.1f msg/s  (smtpload's own CPU %.2fs)\n", r.ElapsedS, r.MsgsPerSec, r.ClientCPUS)
 		fmt.Fprintf(w, "  latency p50 %s  p90 %s  p99 %s  max %s\n", ms(r.LatencyP50), ms(r.LatencyP90), ms(r.LatencyP99), ms(r.LatencyMax))
+		fmt.Fprintf(w, "  p50 by phase: connect+banner %s  ehlo %s  mail..data %s  content+reply %s\n",
+			ms(r.ConnectP50), ms(r.EhloP50), ms(r.EnvelopeP50), ms(r.DataP50))
 		fmt.Fprintf(w, "  p99 by phase: connect+banner %s  ehlo %s  mail..data %s  content+reply %s\n",
 			ms(r.ConnectP99), ms(r.EhloP99), ms(r.EnvelopeP99), ms(r.DataP99))
 	}
