@@ -14,7 +14,7 @@
 # 10,000 idle connections after the banner (relay, mxguard) and in the
 # greeting wait (mxguard); the greeting delay; CPU and allocation profiles.
 #
-#   bash bench/run.sh                      # about 5 minutes on 2 cores
+#   bash bench/run.sh                      # about 6 minutes on 2 cores
 #   REPS=1 IDLE=2000 PROFILE=0 bash bench/run.sh
 #
 # Knobs (environment):
@@ -22,7 +22,8 @@
 #   REPS=3          alternating repetitions (the median is reported)
 #   SIZE=1024       message size, headers incl.
 #   DKIM=1          also run mxguard with DKIM-signed mail (RSA 2048, one signature for all)
-#   LOW_N=1000      messages in the one-connection-at-a-time latency runs
+#   LOW_N=2000      messages in the one-connection-at-a-time latency runs
+#   BUDGETS=1       the allocation-budget benchmarks (go test -bench, proxy and checks)
 #   IDLE=10000      idle connections held (0: skip)   IDLE_HOLD=6s
 #   GREETING=1      the greeting-delay runs (cold / warm pass cache / trusted)
 #   GREET_DELAY=1s  mxguard's greeting delay (waited only by new addresses)
@@ -44,7 +45,7 @@ C=${C:-20}
 REPS=${REPS:-3}
 SIZE=${SIZE:-1024}
 DKIM=${DKIM:-1}
-LOW_N=${LOW_N:-1000}
+LOW_N=${LOW_N:-2000}
 IDLE=${IDLE:-10000}
 IDLE_HOLD=${IDLE_HOLD:-6s}
 GREETING=${GREETING:-1}
@@ -54,6 +55,7 @@ WARM_N=${WARM_N:-1000}
 SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
 BACKEND=${BACKEND:-}
 PROFILE=${PROFILE:-1}
+BUDGETS=${BUDGETS:-1}
 PROFILE_SECONDS=${PROFILE_SECONDS:-4}
 LOG_LEVEL=${LOG_LEVEL:-warn}
 KEEP=${KEEP:-0}
@@ -488,6 +490,15 @@ if [ "$PROFILE" = 1 ]; then
 	stop mx-pprof
 fi
 
+# --- 5. allocation budgets ----------------------------------------------------------------
+if [ "$BUDGETS" = 1 ]; then
+	note "allocation budgets: BenchmarkSession (proxy), BenchmarkDKIMRun and BenchmarkRSAVerify (checks)"
+	(cd "$ROOT" && go test -run XXX -bench 'BenchmarkSession$' -benchmem -count 1 ./proxy) >"$WORK/budget-proxy.txt" 2>&1 ||
+		WARNINGS+=("BenchmarkSession failed or is over its budget (see $WORK/budget-proxy.txt)")
+	(cd "$ROOT" && go test -run XXX -bench 'BenchmarkDKIMRun$|BenchmarkRSAVerify$' -benchmem -count 1 ./checks) >"$WORK/budget-checks.txt" 2>&1 ||
+		WARNINGS+=("BenchmarkDKIMRun failed or is over its budget (see $WORK/budget-checks.txt)")
+fi
+
 # --- report --------------------------------------------------------------------------
 # stat KIND TARGET PER: the median over the repetitions of
 #   rate (msgs/s), cpu (front process µs/msg), becpu (backend µs/msg),
@@ -640,10 +651,11 @@ for per in 1 20; do
 		"$(calc "100 * $cm / $cr" 1)" "$(verdict 'x <= 100' "$(calc "100 * $cm / $cr" 1)")"
 done
 if [ "$DKIM" = 1 ]; then
-	for per in 1 20; do
-		x=$(calc "${EXTRA[$per]} / ${RSA[$per]}" 2)
-		printf '   %-52s extra %s µs, verify %s µs: %s×  %s\n' "DKIM extra CPU ≤ 2× one RSA verify, $per msg/conn" "${EXTRA[$per]}" "${RSA[$per]}" "$x" "$(verdict 'x <= 2' "$x")"
-	done
+	# 20 per connection is the measure: at 1 per connection the difference
+	# of two ~800 µs figures is lost in their noise (see the spread above).
+	x=$(calc "${EXTRA[20]} / ${RSA[20]}" 2)
+	printf '   %-52s extra %s µs, verify %s µs: %s×  %s\n' "DKIM extra CPU ≤ 2× one RSA verify (20 msg/conn)" "${EXTRA[20]}" "${RSA[20]}" "$x" "$(verdict 'x <= 2' "$x")"
+	printf '   %-52s extra %s µs: %s×\n' "   (1 msg/conn, noisier)" "${EXTRA[1]}" "$(calc "${EXTRA[1]} / ${RSA[1]}" 2)"
 fi
 if [ "$IDLE" -gt 0 ]; then
 	printf '   %-52s %6s MB (bare relay %s MB)  %s\n' "$IDLE idle after the banner < 100 MB" "$(idle_mb mx-banner)" "$(idle_mb relay)" \
@@ -655,10 +667,17 @@ a=$(f2 "$(stat added mx 1)")
 printf '   %-52s +%s ms (bare relay +%s ms)  %s\n' "added p99 < 2 ms, 1 msg/conn, 1 connection" "$a" "$(f2 "$(stat added relay 1)")" "$(verdict 'x < 2' "$a")"
 printf '   %-52s +%s ms (bare relay +%s ms)\n' "   (for reference: 20 msg/conn)" "$(f2 "$(stat added mx 20)")" "$(f2 "$(stat added relay 20)")"
 
+if [ "$BUDGETS" = 1 ]; then
+	echo
+	echo "5. Allocation budgets (go test -bench -benchmem; each benchmark fails when over its budget)"
+	grep -hE '^Benchmark' "$WORK/budget-proxy.txt" "$WORK/budget-checks.txt" | sed 's/^/   /'
+	grep -hE 'over the budget|budget [0-9]' "$WORK/budget-proxy.txt" "$WORK/budget-checks.txt" | sed 's/^/   OVER: /'
+fi
+
 for p in "${PROFILES[@]}"; do
 	per=${p%s}
 	echo
-	echo "5.$p CPU profile of mxguard, ${PROFILE_SECONDS}s under $C connections, $per message(s) per connection$([ "$p" = 20s ] && echo ", DKIM-signed")"
+	echo "6.$p CPU profile of mxguard, ${PROFILE_SECONDS}s under $C connections, $per message(s) per connection$([ "$p" = 20s ] && echo ", DKIM-signed")"
 	grep '^Duration' "$WORK/cpu-$p.top" | sed 's/^/   /'
 	sed -n '/flat%/,$p' "$WORK/cpu-$p.top" | head -16 | sed 's/^/   /'
 	echo "   cumulative, mxguard's code and the libraries it calls:"
