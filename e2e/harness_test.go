@@ -70,7 +70,7 @@ type mxguard struct {
 	logs *logBuffer
 }
 
-func startMxguard(t *testing.T, backend string, identity config.Identity) *mxguard {
+func startMxguard(t *testing.T, backend string, identity config.Identity, opts ...func(*config.Config)) *mxguard {
 	t.Helper()
 	dns := testsrv.DNS(t, zone)
 	cfg := config.Default()
@@ -87,6 +87,12 @@ func startMxguard(t *testing.T, backend string, identity config.Identity) *mxgua
 	cfg.Backend.ClientIdentity = identity
 	cfg.Backend.CommandTimeout = config.Duration(10 * time.Second)
 	cfg.Backend.DataTimeout = config.Duration(10 * time.Second)
+	// The suite counts the connections the backend logs: each must be a
+	// client's (prepared connections are tested on their own).
+	cfg.Backend.PreparedConnections = 0
+	for _, o := range opts {
+		o(cfg)
+	}
 	res, err := resolver.New(resolver.Config{Servers: cfg.DNS.Resolvers, Timeout: cfg.DNS.Timeout.D(), Attempts: 1})
 	if err != nil {
 		t.Fatal(err)

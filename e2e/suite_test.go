@@ -81,6 +81,35 @@ func runSuite(t *testing.T, b backend) {
 	t.Run("delivery", func(t *testing.T) { testDelivery(t, mx, b) })
 	t.Run("backend_refusals", func(t *testing.T) { testBackendRefusals(t, mx, b) })
 	t.Run("own_refusal", func(t *testing.T) { testOwnRefusal(t, mx, b) })
+	t.Run("prepared_connections", func(t *testing.T) { testPrepared(t, b) })
+}
+
+// Backend connections prepared ahead of the clients (backend.prepared_
+// connections) are bound to each client as it comes: XCLIENT, or the
+// PROXY header, sent on each, so that the backend names the real client
+// in its Received, and every message arrives.
+func testPrepared(t *testing.T, b backend) {
+	mx := startMxguard(t, b.addr, b.identity, func(c *config.Config) { c.Backend.PreparedConnections = 2 })
+	for i := range 4 {
+		subject := marker(fmt.Sprintf("prepared-%d", i))
+		c, r := sendThrough(t, mx, subject)
+		if r.code != 250 {
+			t.Fatalf("message %d: end of data: %v\nbackend log:\n%s", i, r, b.log())
+		}
+		m := waitMessage(t, b, subject)
+		rest := m.Data
+		for {
+			field, after := cutHeader(rest)
+			name, _, _ := strings.Cut(field, ":")
+			if !containsFold(b.deliveryHeaders, name) {
+				break
+			}
+			rest = after
+		}
+		recv, _ := cutHeader(rest)
+		b.checkReceived(t, recv, b.queueID(r.text), c)
+		time.Sleep(50 * time.Millisecond) // the pool refills as a client leaves
+	}
 }
 
 // sendThrough sends one good message through mxguard from the client and

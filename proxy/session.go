@@ -237,6 +237,9 @@ func (c *conn) Reset() {
 }
 
 func (c *conn) Logout() error {
+	// go-smtp logs out before it closes the connection: the client's 221
+	// (held by the wire) goes now, not after the backend's QUIT.
+	c.flush()
 	if c.be != nil {
 		c.be.Quit()
 		c.be = nil
