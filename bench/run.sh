@@ -712,6 +712,9 @@ for p in "${PROFILES[@]}"; do
 		grep -vE 'Serve\.func1|handleConn$|\(\*Conn\)\.handle$' | head -26 | sed 's/^/   /'
 	echo "   allocated during the profile (alloc_space, top):"
 	sed -n '/flat%/,$p' "$WORK/allocs-$p.top" | head -12 | sed 's/^/   /'
+	us=$(stat cpu "$([ "$p" = 20s ] && echo mxdkim || echo mx)" "$per")
+	echo "   the profile by part of mxguard (a sample counts for the first that matches; µs from the median CPU per message of 1.):"
+	go tool pprof -traces "$BIN/mxguard-pprof" "$WORK/cpu-$p.pprof" 2>/dev/null | "$BIN/benchd" -pprof-groups -us-per-msg "$us" | sed 's/^/   /'
 done
 if [ ${#WARNINGS[@]} -gt 0 ]; then
 	echo

@@ -6,6 +6,8 @@
 //	benchd -sink 127.0.0.1:0                  the in-process backend (mailsink, nothing stored)
 //	benchd -relay 127.0.0.1:0 -relay-to ADDR  the bare relay: go-smtp both sides, no checks (relay.go)
 //	benchd -rsa-verify KEY.pem                the CPU cost of one RSA signature verification, then exit
+//	go tool pprof -traces BIN CPU.pprof | benchd -pprof-groups [-us-per-msg X]
+//	                                          a CPU profile split into mxguard's parts (groups.go)
 //	benchd -free-ports 3                      print free TCP ports and exit
 //
 // It prints one "name=address" line per service, then "ready", and runs
@@ -51,6 +53,8 @@ type options struct {
 	relay, relayTo        string
 	rsaVerify             string
 	rsaSeconds            float64
+	pprofGroups           bool
+	usPerMsg              float64
 	freePorts             int
 	hosts                 hostList
 	senderDomain          string
@@ -92,6 +96,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.rsaVerify, "rsa-verify", "", "measure the CPU time of one crypto/rsa PKCS#1 v1.5 SHA-256 verification "+
 		"with the public half of this PEM private key `file` (as a DKIM verifier does it), print it and exit")
 	fs.Float64Var(&o.rsaSeconds, "rsa-seconds", 1, "how long -rsa-verify runs")
+	fs.BoolVar(&o.pprofGroups, "pprof-groups", false, "read `go tool pprof -traces` output on standard input and print "+
+		"the share of the CPU in each part of mxguard (the state store, the checks, the backend client, ...), then exit")
+	fs.Float64Var(&o.usPerMsg, "us-per-msg", 0, "with -pprof-groups: the CPU per message in µs, to show each part's")
 	fs.IntVar(&o.freePorts, "free-ports", 0, "print `N` free TCP ports on 127.0.0.1 and exit")
 	fs.Var(&o.hosts, "host", "`name=addresses`: a client HELO name and its addresses (comma list, "+
 		"ranges like 127.0.0.11-127.0.0.20); repeatable; default mail.bench.example=127.0.0.11-127.0.0.20")
@@ -111,6 +118,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		for _, p := range ports {
 			fmt.Fprintln(stdout, p)
+		}
+		return 0
+	}
+	if o.pprofGroups {
+		if err := printGroups(os.Stdin, stdout, o.usPerMsg); err != nil {
+			fmt.Fprintf(stderr, "benchd: %v\n", err)
+			return 1
 		}
 		return 0
 	}

@@ -170,3 +170,34 @@ func TestRSAVerify(t *testing.T) {
 		}
 	}
 }
+
+func TestPprofGroups(t *testing.T) {
+	traces := `File: mxguard
+Type: cpu
+-----------+-------------------------------------------------------
+      10ms   go.etcd.io/bbolt.(*Tx).Commit
+             github.com/mxguard/mxguard/store.(*Bolt).commit
+-----------+-------------------------------------------------------
+      30ms   internal/runtime/syscall/linux.Syscall6
+             github.com/mxguard/mxguard/proxy/backend.(*Conn).flush
+             github.com/mxguard/mxguard/proxy.(*conn).Mail
+-----------+-------------------------------------------------------
+      60ms   runtime.memmove
+             github.com/mxguard/mxguard/checks.(*DKIM).Run
+             github.com/mxguard/mxguard/pipeline.(*Session).Data
+             github.com/mxguard/mxguard/proxy.(*conn).Data
+-----------+-------------------------------------------------------
+`
+	var out bytes.Buffer
+	if err := printGroups(strings.NewReader(traces), &out, 200); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"state store", "10.0%", "checks, rules, pipeline, resolver", "60.0%  ~ 120 µs/msg", "backend client", "30.0%"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no %q in:\n%s", want, out.String())
+		}
+	}
+	if err := printGroups(strings.NewReader("nothing"), &out, 0); err == nil {
+		t.Error("no error without samples")
+	}
+}
