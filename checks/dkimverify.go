@@ -634,21 +634,22 @@ func (b *bodyHasher) Write(p []byte) (int, error) {
 func (b *bodyHasher) write(p []byte) {
 	out := b.out[:0]
 	if b.relaxed {
-		for _, ch := range p {
-			prevCR := b.prevCR
-			b.prevCR = ch == '\r'
-			switch ch {
+		for i := 0; i < len(p); {
+			switch ch := p[i]; ch {
 			case ' ', '\t':
-				b.wsp = true
+				b.wsp, b.prevCR = true, false
+				i++
 			case '\r':
-				b.wsp = false
+				b.wsp, b.prevCR = false, true
 				b.crlf = append(b.crlf, ch)
+				i++
 			case '\n':
-				b.wsp = false
-				if !prevCR {
+				if !b.prevCR {
 					b.crlf = append(b.crlf, '\r')
 				}
+				b.wsp, b.prevCR = false, false
 				b.crlf = append(b.crlf, ch)
+				i++
 			default:
 				if len(b.crlf) > 0 {
 					out = append(out, b.crlf...)
@@ -658,25 +659,47 @@ func (b *bodyHasher) write(p []byte) {
 					out = append(out, ' ')
 					b.wsp = false
 				}
-				out = append(out, ch)
+				j := i + 1 // a run of text goes as it is
+				for j < len(p) && !bodySpecial[p[j]] {
+					j++
+				}
+				out = append(out, p[i:j]...)
+				b.prevCR = false
+				i = j
 			}
 		}
 		if len(out) > 0 {
 			b.written = true
 		}
 	} else {
-		for _, ch := range p {
+		for i := 0; i < len(p); {
+			ch := p[i]
+			if ch != '\r' && ch != '\n' {
+				j := i + 1 // a run without line ends goes as it is
+				for j < len(p) && p[j] != '\r' && p[j] != '\n' {
+					j++
+				}
+				out = append(append(out, b.crlf...), p[i:j]...)
+				b.crlf = b.crlf[:0]
+				b.prevCR = false
+				i = j
+				continue
+			}
 			prevCR := b.prevCR
 			b.prevCR = ch == '\r'
 			if ch == '\n' && !prevCR {
 				out = b.simple(out, '\r')
 			}
 			out = b.simple(out, ch)
+			i++
 		}
 	}
 	b.h.Write(out)
 	b.out = out[:0]
 }
+
+// bodySpecial are the bytes the relaxed body canonicalization looks at.
+var bodySpecial = [256]bool{' ': true, '\t': true, '\r': true, '\n': true}
 
 // simple takes one byte of the simple canonicalization: line ends are held
 // back while nothing but line ends comes (CRLFs, and a CR that may be the
