@@ -39,11 +39,14 @@ type conn struct {
 	// ctx bounds the checks' work and the backend's for the whole
 	// connection: it ends when the connection does (closed, interrupted).
 	// Each check bounds its own look-ups besides (dns.timeout,
-	// spf.timeout, …).
+	// spf.timeout, …). Made at first use (context), under ctxMu.
+	ctxMu  sync.Mutex
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	wire
+	// The wire, made when the connection first needs it (ensureWire):
+	// one waiting in the greeting, the memory of a flood, does without.
+	*wire
 	smtp *smtp.Conn // go-smtp's side of it, from its first HELO on
 
 	// The transaction toward the backend.
@@ -54,6 +57,7 @@ type conn struct {
 	// held: MAIL was accepted without telling the backend (a refusal is
 	// pending); open: the backend has a transaction open.
 	held, open bool
+	ended      bool // under ctxMu: the context ended before it was made
 
 	// For the session record.
 	accepted, rcpts int
@@ -93,11 +97,68 @@ func (s *Server) newConn(nc net.Conn, rt *Runtime) *conn {
 		local:  addrPort(nc.LocalAddr()),
 		start:  time.Now(),
 	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.park.index = -1
 	c.active.Store(c.start.UnixNano())
-	c.wire.init(c)
 	return c
+}
+
+// context returns the connection's context, made at first use: one that
+// waits (a flood) does without.
+func (c *conn) context() context.Context {
+	c.ctxMu.Lock()
+	defer c.ctxMu.Unlock()
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(context.Background())
+		if c.ended {
+			c.cancel()
+		}
+	}
+	return c.ctx
+}
+
+// endContext cancels the connection's context, or the one it will get.
+// Safe from any goroutine.
+func (c *conn) endContext() {
+	c.ctxMu.Lock()
+	defer c.ctxMu.Unlock()
+	c.ended = true
+	if c.cancel != nil {
+		c.cancel()
+	}
+}
+
+// armSessionTimer starts session_timeout's timer, on the owning goroutine,
+// when the connection goes to a goroutine of its own for good (go-smtp's,
+// or a wait without the poller): while it is parked, the poller keeps
+// that deadline too (sessionDeadline), and one that parks costs no timer.
+func (c *conn) armSessionTimer() {
+	if c.timer != nil {
+		return
+	}
+	d := time.Until(c.sessionDeadline())
+	if d <= 0 {
+		c.timedOut.Store(true)
+		c.interrupt()
+		d = 0
+	}
+	c.timer = time.AfterFunc(d, func() {
+		c.timedOut.Store(true)
+		c.interrupt()
+	})
+}
+
+// sessionDeadline is when session_timeout ends the connection.
+func (c *conn) sessionDeadline() time.Time {
+	return c.start.Add(c.rt.Cfg.Limits.SessionTimeout.D())
+}
+
+// ensureWire makes the wire, on the owning goroutine, before anything uses
+// it: the end of the greeting wait, the banner, a last reply.
+func (c *conn) ensureWire() {
+	if c.wire == nil {
+		c.wire = &wire{}
+		c.wire.init(c)
+	}
 }
 
 // Read is go-smtp's input: command lines judged, the message passed on.
@@ -114,13 +175,15 @@ func (c *conn) Write(p []byte) (int, error) { return c.wire.write(p) }
 func (c *conn) Close() error {
 	err := net.ErrClosed
 	c.closeOnce.Do(func() {
-		c.flush() // a last reply (221, 421) before hanging up
-		c.closed = true
+		if c.wire != nil {
+			c.flush() // a last reply (221, 421) before hanging up
+			c.closed = true
+		}
 		err = c.Conn.Close()
-		if c.tlsConn != nil {
+		if c.wire != nil && c.tlsConn != nil {
 			c.tlsConn.NetConn().Close()
 		}
-		c.cancel()
+		c.endContext()
 		c.srv.closed(c)
 	})
 	return err
@@ -142,12 +205,13 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 func (c *conn) interrupt() {
 	c.cut.Store(true)
 	c.Conn.SetDeadline(time.Now())
-	c.cancel()      // a check waiting on something gives up too
+	c.endContext()  // a check waiting on something gives up too
 	c.wake(wokeCut) // a parked connection resumes, and finds the deadline passed
 }
 
 // dropWith sends a last reply and hangs up.
 func (c *conn) dropWith(reply string) {
+	c.ensureWire()
 	c.Conn.SetWriteDeadline(time.Now().Add(c.rt.Cfg.Limits.WriteTimeout.D()))
 	c.sendOwn(reply)
 	c.Close()

@@ -55,6 +55,7 @@ func (s *Server) greet(c *conn) {
 // the deadline passes (or is moved to now: a DNS allowlisting, shutdown,
 // session_timeout, shedding).
 func (s *Server) greetWait(c *conn) {
+	c.ensureWire()
 	var buf [128]byte
 	n, err := c.Conn.Read(buf[:])
 	s.trackGreeting(c, false)
@@ -104,6 +105,7 @@ func (s *Server) greetWait(c *conn) {
 // talker's), go-smtp gets the connection at once and writes the banner
 // itself.
 func (s *Server) afterBanner(c *conn) {
+	c.ensureWire()
 	if c.buf != nil || s.lim.open() <= s.parkBannerOver || s.poller() == nil {
 		s.handoff(c)
 		return
@@ -136,9 +138,10 @@ func (s *Server) bannerWait(c *conn, why wakeReason) {
 	s.mu.Lock()
 	delete(s.banner, c)
 	s.mu.Unlock()
-	if why == wokeDeadline {
+	if why == wokeDeadline && !c.cut.Load() {
 		// command_timeout, as go-smtp would have met it: its first read
-		// fails with the socket's own timeout error.
+		// fails with the socket's own timeout error. (A connection cut
+		// meanwhile, or at session_timeout, is hung up without a word.)
 		c.Conn.SetReadDeadline(time.Now())
 		var b [1]byte
 		if _, err := c.Conn.Read(b[:]); err != nil && deadlineExceeded(err) {
@@ -159,7 +162,7 @@ func (c *conn) bannerTaken() {
 // connected applies the decision at the end of the connection stage: only a
 // drop acts before the banner.
 func (s *Server) connected(c *conn, g pipeline.Greeting) bool {
-	d := c.pipe.Connect(c.ctx, g)
+	d := c.pipe.Connect(c.context(), g)
 	c.logWould(d)
 	if !d.Refuse {
 		return true

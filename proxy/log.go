@@ -91,7 +91,7 @@ func (c *conn) logSession() {
 		slog.String("client", clientString(c.client)),
 		slog.Any("helo", nonNil(c.pipe.HELOs())),
 		slog.Bool("trusted", c.pipe.Trusted()),
-		slog.Bool("tls", c.tls),
+		slog.Bool("tls", c.wire != nil && c.tls),
 		slog.Int("accepted", c.accepted),
 		slog.Int("refused", len(c.refusals)),
 		slog.Int("rcpts", c.rcpts),

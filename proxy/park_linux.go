@@ -64,9 +64,10 @@ func (p *poller) removeLocked(c *conn) {
 	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(c.park.fd), nil)
 }
 
-// kickLocked ends the poller's sleep if it would outlast deadline. Under mu.
-func (p *poller) kickLocked(deadline time.Time) {
-	if !p.waitUntil.IsZero() && !deadline.Before(p.waitUntil) {
+// kickLocked ends the poller's sleep if it would outlast deadline (mono).
+// Under mu.
+func (p *poller) kickLocked(deadline int64) {
+	if p.waitUntil != 0 && deadline >= p.waitUntil {
 		return
 	}
 	p.waitUntil = deadline // it wakes for this one: no second kick
@@ -84,7 +85,7 @@ func (p *poller) run() {
 	var drain [64]byte
 	for {
 		var wait time.Duration
-		due, wait = p.due(time.Now(), due[:0])
+		due, wait = p.due(due[:0])
 		for i, c := range due {
 			c.wake(wokeDeadline)
 			due[i] = nil

@@ -2,10 +2,7 @@
 
 package proxy
 
-import (
-	"errors"
-	"time"
-)
+import "errors"
 
 var errNoPoller = errors.New("no poller on this system")
 
@@ -16,5 +13,5 @@ type poller struct{ pollerBase }
 func newPoller() (*poller, error)       { return nil, errNoPoller }
 func (p *poller) addLocked(*conn) error { return errNoPoller }
 func (p *poller) removeLocked(*conn)    {}
-func (p *poller) kickLocked(time.Time)  {}
+func (p *poller) kickLocked(int64)      {}
 func (p *poller) close()                {}

@@ -147,3 +147,41 @@ func TestParkedAfterBannerShutdown(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// session_timeout ends a connection while it waits, parked, as it would
+// one on its goroutine: in the greeting wait and after the banner, it is
+// hung up without a word, and the session record says why.
+func TestParkedSessionTimeout(t *testing.T) {
+	h := newHarness(t, harnessOpt{cfg: func(c *config.Config) {
+		c.Listen.GreetDelay = config.Duration(time.Minute)
+		c.Limits.CommandTimeout = config.Duration(time.Minute)
+		c.Limits.SessionTimeout = config.Duration(300 * time.Millisecond)
+	}})
+	h.srv.parkBannerOver = 0
+	h.rep.Pass(netip.MustParseAddr("127.0.0.2"), checks.PregreetName, time.Hour)
+	for _, tc := range []struct {
+		name, from, first string
+	}{
+		{"greeting wait", "127.0.0.3", "220-"},
+		{"after the banner", "127.0.0.2", "220 "},
+	} {
+		start := time.Now()
+		c := h.dial(tc.from)
+		line, err := c.R.ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, tc.first) {
+			t.Fatalf("%s: first line %q, %v", tc.name, line, err)
+		}
+		rest, err := c.R.ReadString('\n')
+		if err == nil || rest != "" {
+			t.Errorf("%s: after the first line %q (%v), want the connection closed", tc.name, rest, err)
+		}
+		if took := time.Since(start); took < 250*time.Millisecond || took > 5*time.Second {
+			t.Errorf("%s: closed after %v, want about 300ms", tc.name, took)
+		}
+	}
+	for _, r := range h.logs.wait(t, "session", 2) {
+		if r["session_timeout"] != true {
+			t.Errorf("session record %v", r)
+		}
+	}
+}

@@ -327,10 +327,6 @@ func (s *Server) handle(nc net.Conn) {
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	c.timer = time.AfterFunc(lim.SessionTimeout.D(), func() {
-		c.timedOut.Store(true)
-		c.interrupt()
-	})
 	s.log.Debug("connect", "session", c.id, "client", clientString(c.client), "to", c.local.String(), "trusted", c.pipe.Trusted())
 	s.greet(c) // the greeting, the banner, go-smtp: on other goroutines if it waits
 }
@@ -351,7 +347,9 @@ func (s *Server) closed(c *conn) {
 	if c.usedPool {
 		s.pool(c.rt).refillSoon() // the prepared connection it took is replaced
 	}
-	c.timer.Stop()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
 	s.lim.release(c.client.Addr())
 	s.updateStress(s.lim.open())
 	c.pipe.Finish(c.accepted, c.refusals)
@@ -373,6 +371,8 @@ func (s *Server) isClosing() bool {
 // as long as go-smtp takes connections.
 // It reports whether go-smtp got the connection.
 func (s *Server) handoff(c *conn) bool {
+	c.ensureWire()
+	c.armSessionTimer()
 	for {
 		s.mu.Lock()
 		f, closing := s.front, s.closing

@@ -48,7 +48,7 @@ func (c *conn) helo() string {
 
 // hello checks the current HELO name.
 func (c *conn) hello() error {
-	return c.apply(c.pipe.Helo(c.ctx, c.helo()), "")
+	return c.apply(c.pipe.Helo(c.context(), c.helo()), "")
 }
 
 // apply turns a decision into the reply for go-smtp: nil goes on, a
@@ -83,7 +83,7 @@ func (c *conn) Mail(from string, opts *smtp.MailOptions) error {
 			return err
 		}
 	}
-	d := c.pipe.Mail(c.ctx, from)
+	d := c.pipe.Mail(c.context(), from)
 	if err := c.apply(d, ""); err != nil {
 		return err
 	}
@@ -120,7 +120,7 @@ func (c *conn) relayMail() error {
 }
 
 func (c *conn) Rcpt(to string, opts *smtp.RcptOptions) error {
-	d := c.pipe.Rcpt(c.ctx, to)
+	d := c.pipe.Rcpt(c.context(), to)
 	if err := c.apply(d, to); err != nil {
 		return err
 	}
@@ -169,7 +169,7 @@ func (c *conn) Data(r io.Reader) error {
 		}
 		c.srv.log.Info("NUL removed", "session", c.id, "client", clientString(c.client), "stage", "data", "bytes", nul.n)
 	}
-	ctx := c.ctx
+	ctx := c.context()
 	d, prep := c.pipe.Data(ctx, spool)
 	if err := c.apply(d, ""); err != nil {
 		return err
@@ -255,7 +255,7 @@ func (c *conn) dial() error {
 	if c.be != nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, c.rt.Backend.DialTimeout+c.rt.Backend.CommandTimeout)
+	ctx, cancel := context.WithTimeout(c.context(), c.rt.Backend.DialTimeout+c.rt.Backend.CommandTimeout)
 	defer cancel()
 	be, err := c.bind(ctx, c.identity(c.helo()))
 	if err != nil {

@@ -270,7 +270,7 @@ func (w *wire) judge(line []byte, pipelined bool) (int, error) {
 	verb, arg, _ := bytes.Cut(text, []byte(" "))
 	w.argBuf = append(w.argBuf[:0], arg...)
 	w.cmd = command{verb: upperVerb(verb), arg: w.argBuf}
-	d, decided := c.pipe.Command(c.ctx, line, pipelined)
+	d, decided := c.pipe.Command(c.context(), line, pipelined)
 	if decided {
 		c.logWould(d)
 		if d.Refuse {
