@@ -56,8 +56,9 @@ type conn struct {
 	mail     *smtp.MailOptions
 	// held: MAIL was accepted without telling the backend (a refusal is
 	// pending); open: the backend has a transaction open.
-	held, open bool
-	ended      bool // under ctxMu: the context ended before it was made
+	held, open   bool
+	ended        bool // under ctxMu: the context ended before it was made
+	bannerParked bool // parked after the banner: counted in the Server's bannerWG
 
 	// For the session record.
 	accepted, rcpts int

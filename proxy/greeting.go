@@ -94,25 +94,23 @@ func (s *Server) greetWait(c *conn) {
 	}
 }
 
-// afterBanner sends the banner and waits, parked, for the client's first
-// command before giving the connection to go-smtp (whose own banner the wire
-// then drops): a client that stays silent after the banner costs no
-// goroutine and no go-smtp buffers. When the wait ends by command_timeout,
-// go-smtp's first read fails with it, and go-smtp says 421 as it would
-// have. Parking pays only when many connections are open (it costs two
-// epoll calls and a goroutine a connection): with parkBannerOver or fewer
-// open, or without a poller, or with input already waiting (an early
-// talker's), go-smtp gets the connection at once and writes the banner
-// itself.
+// afterBanner sends the banner, go-smtp's word for word (the wire drops
+// go-smtp's own), at once rather than after the connection has reached a
+// goroutine of go-smtp's: two goroutine hand-offs off the client's wait.
+// Then, while many connections are open, it waits, parked, for the client's
+// first command before giving the connection to go-smtp: a client that
+// stays silent after the banner costs no goroutine and no go-smtp buffers.
+// When that wait ends by command_timeout, go-smtp's first read fails with
+// it, and go-smtp says 421 as it would have. Parking pays only when many
+// connections are open (it costs two epoll calls and a goroutine a
+// connection): with parkBannerOver or fewer open, without a poller, or with
+// input already waiting (an early talker's), go-smtp gets the connection at
+// once.
 func (s *Server) afterBanner(c *conn) {
 	c.ensureWire()
-	if c.buf != nil || s.lim.open() <= s.parkBannerOver || s.poller() == nil {
-		s.handoff(c)
-		return
-	}
-	if _, ok := parkable(c.Conn); !ok {
-		s.handoff(c)
-		return
+	park := c.buf == nil && s.lim.open() > s.parkBannerOver && s.poller() != nil
+	if park {
+		_, park = parkable(c.Conn)
 	}
 	s.mu.Lock()
 	if s.closing {
@@ -120,13 +118,20 @@ func (s *Server) afterBanner(c *conn) {
 		s.handoff(c) // 421
 		return
 	}
-	s.banner[c] = struct{}{}
-	s.bannerWG.Add(1)
+	if park {
+		s.banner[c] = struct{}{}
+		s.bannerWG.Add(1)
+		c.bannerParked = true
+	}
 	s.mu.Unlock()
 	cfg := c.rt.Cfg
 	c.Conn.SetWriteDeadline(time.Now().Add(cfg.Limits.WriteTimeout.D()))
 	c.Conn.Write([]byte("220 " + cfg.Hostname + " ESMTP Service Ready\r\n")) // go-smtp's, word for word
 	c.wire.bannerSent = true
+	if !park {
+		s.handoff(c)
+		return
+	}
 	c.park.pending.Store(false) // what cut the greeting short is over
 	s.park(c, afterBannerStage, time.Now().Add(s.limitsNow(cfg).commandTimeout))
 }
@@ -156,7 +161,9 @@ func (s *Server) bannerWait(c *conn, why wakeReason) {
 // bannerTaken ends the wait of Shutdown for a connection parked after the
 // banner: go-smtp has it (and counts it among its sessions), or it is gone.
 func (c *conn) bannerTaken() {
-	c.bannerOnce.Do(c.srv.bannerWG.Done)
+	if c.bannerParked {
+		c.bannerOnce.Do(c.srv.bannerWG.Done)
+	}
 }
 
 // connected applies the decision at the end of the connection stage: only a

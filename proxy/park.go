@@ -124,7 +124,53 @@ func (c *conn) wake(why wakeReason) {
 	}
 	pl.removeLocked(c)
 	pl.mu.Unlock()
-	go c.srv.resume(c, why)
+	c.srv.resumeSoon(c, why)
+}
+
+// maxResuming bounds the goroutines resuming woken connections at once.
+// Connections opened together wake together (their greeting deadlines
+// pass together): a goroutine each would grow a stack each, all at once,
+// and the memory stays taken after the storm. Resuming is short (up to
+// the next park, or go-smtp), so a few hundred keep both CPUs busy.
+const maxResuming = 256
+
+type resumption struct {
+	c   *conn
+	why wakeReason
+}
+
+// resumeSoon resumes c on a goroutine, or queues it for one that is
+// about to be free when maxResuming are busy.
+func (s *Server) resumeSoon(c *conn, why wakeReason) {
+	s.resumeMu.Lock()
+	if s.resuming < maxResuming {
+		s.resuming++
+		s.resumeMu.Unlock()
+		go s.resumeLoop(resumption{c, why})
+		return
+	}
+	s.resumeQ = append(s.resumeQ, resumption{c, why})
+	s.resumeMu.Unlock()
+}
+
+// resumeLoop resumes r, then what waits in the queue.
+func (s *Server) resumeLoop(r resumption) {
+	for {
+		s.resume(r.c, r.why)
+		s.resumeMu.Lock()
+		if len(s.resumeQ) == 0 {
+			s.resuming--
+			if cap(s.resumeQ) > 4*maxResuming {
+				s.resumeQ = nil // after a storm
+			}
+			s.resumeMu.Unlock()
+			return
+		}
+		r = s.resumeQ[0]
+		s.resumeQ[0] = resumption{}
+		s.resumeQ = s.resumeQ[1:]
+		s.resumeMu.Unlock()
+	}
 }
 
 // rearm moves the deadline of a parked connection to t if that is sooner

@@ -46,6 +46,10 @@ type Server struct {
 	// parkBannerOver: connections are parked after the banner while more
 	// than this many are open (afterBanner).
 	parkBannerOver int
+	// Woken connections resume on at most maxResuming goroutines (park.go).
+	resumeMu sync.Mutex
+	resuming int
+	resumeQ  []resumption
 
 	stressed                 atomic.Bool
 	stressStart, stressSince time.Time   // under mu: when the episode began; when the load was last high
