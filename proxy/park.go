@@ -89,8 +89,17 @@ func (s *Server) park(c *conn, stage parkStage, deadline time.Time) {
 		pl.kickLocked(p.deadline)
 	}
 	pl.mu.Unlock()
-	if err != nil || p.pending.Load() || c.cut.Load() {
-		c.wake(wokeCut) // it waits on its goroutine, or finds why it was cut
+	if err != nil {
+		// The poller would not take it: it waits on a goroutine of its
+		// own, not on one of the few that resume woken connections.
+		if p.state.CompareAndSwap(parkParked, parkWoken) {
+			c.armSessionTimer()
+			go s.resume(c, wokeInput)
+		}
+		return
+	}
+	if p.pending.Load() || c.cut.Load() {
+		c.wake(wokeCut) // woken before it was parked: it finds why at once
 	}
 }
 
