@@ -453,13 +453,13 @@ if [ "$IDLE" -gt 0 ]; then
 	# banner and stay; max_connections twice the flood, so stress mode
 	# (which would shorten the delays) stays off.
 	note "idle: $IDLE connections after the banner, held $IDLE_HOLD: mxguard"
-	mxguard_start mx-idle 1s $((2 * IDLE + 1000)) ""
-	idle_run mx-banner mx-idle 127.0.3 "$MX"
-	stop mx-idle
+	mxguard_start mx-idle-banner 1s $((2 * IDLE + 1000)) ""
+	idle_run mx-banner mx-idle-banner 127.0.3 "$MX"
+	stop mx-idle-banner
 	note "idle: $IDLE connections in the greeting wait (greet_delay 60s), held $IDLE_HOLD: mxguard"
-	mxguard_start mx-idle 60s $((2 * IDLE + 1000)) ""
-	idle_run mx-greeting mx-idle 127.0.4 "$MX"
-	stop mx-idle
+	mxguard_start mx-idle-greeting 60s $((2 * IDLE + 1000)) "" # its own state file, as the other's
+	idle_run mx-greeting mx-idle-greeting 127.0.4 "$MX"
+	stop mx-idle-greeting
 fi
 
 # --- 4. profiles ----------------------------------------------------------------------

@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/mxguard/mxguard/checks"
@@ -23,7 +26,7 @@ func (s *Server) greet(c *conn) {
 	delay := s.limitsNow(cfg).greetDelay
 	skip, why := c.pipe.SkipGreeting()
 	if skip || delay <= 0 {
-		if skip {
+		if skip && s.log.Enabled(context.Background(), slog.LevelDebug) {
 			s.log.Debug("greeting skipped", "session", c.id, "client", clientString(c.client), "why", why)
 		}
 		if s.connected(c, pipeline.Greeting{}) {
@@ -38,7 +41,7 @@ func (s *Server) greet(c *conn) {
 
 	if cfg.Listen.BaitBanner {
 		c.Conn.SetWriteDeadline(time.Now().Add(cfg.Limits.WriteTimeout.D()))
-		if _, err := c.Conn.Write([]byte("220-" + cfg.Hostname + " ESMTP\r\n")); err != nil {
+		if _, err := c.Conn.Write(linesFor(cfg.Hostname).bait); err != nil {
 			s.trackGreeting(c, false)
 			c.hangup = "greeting"
 			c.Close()
@@ -126,7 +129,7 @@ func (s *Server) afterBanner(c *conn) {
 	s.mu.Unlock()
 	cfg := c.rt.Cfg
 	c.Conn.SetWriteDeadline(time.Now().Add(cfg.Limits.WriteTimeout.D()))
-	c.Conn.Write([]byte("220 " + cfg.Hostname + " ESMTP Service Ready\r\n")) // go-smtp's, word for word
+	c.Conn.Write(linesFor(cfg.Hostname).banner) // go-smtp's, word for word
 	c.wire.bannerSent = true
 	if !park {
 		s.handoff(c)
@@ -201,4 +204,22 @@ func (s *Server) trackGreeting(c *conn, in bool) bool {
 // round gives seconds with two decimals, as postscreen logs them.
 func round(d time.Duration) float64 {
 	return float64(d.Round(10*time.Millisecond)) / float64(time.Second)
+}
+
+// greetLines are the bait line and the banner for a hostname, made once
+// (a string and a copy each per connection otherwise).
+type greetLines struct{ bait, banner []byte }
+
+var greetLinesOf sync.Map // hostname -> *greetLines; one entry a hostname ever used
+
+func linesFor(host string) *greetLines {
+	if l, ok := greetLinesOf.Load(host); ok {
+		return l.(*greetLines)
+	}
+	l := &greetLines{
+		bait:   []byte("220-" + host + " ESMTP\r\n"),
+		banner: []byte("220 " + host + " ESMTP Service Ready\r\n"),
+	}
+	greetLinesOf.Store(host, l)
+	return l
 }

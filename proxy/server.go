@@ -331,7 +331,9 @@ func (s *Server) handle(nc net.Conn) {
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	s.log.Debug("connect", "session", c.id, "client", clientString(c.client), "to", c.local.String(), "trusted", c.pipe.Trusted())
+	if s.log.Enabled(context.Background(), slog.LevelDebug) { // its arguments cost allocations
+		s.log.Debug("connect", "session", c.id, "client", clientString(c.client), "to", c.local.String(), "trusted", c.pipe.Trusted())
+	}
 	s.greet(c) // the greeting, the banner, go-smtp: on other goroutines if it waits
 }
 
