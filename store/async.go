@@ -191,9 +191,21 @@ func (a *Async) run() {
 	}
 }
 
-// apply writes a batch: runs of plain ops through Apply, updates one by
-// one, flush markers answered in their turn.
+// batchWriter is a store that can take a whole batch of Async's writes,
+// updates included, in one go (Bolt: one transaction, one fsync). It
+// reports how many of them failed.
+type batchWriter interface {
+	writeBatch(ctx context.Context, batch []asyncOp) (failed int, err error)
+}
+
+// apply writes a batch: on a batchWriter each run between flush markers at
+// once; elsewhere runs of plain ops through Apply and updates one by one.
+// Flush markers are answered in their turn.
 func (a *Async) apply(batch []asyncOp) {
+	if bw, ok := a.s.(batchWriter); ok {
+		a.applyBatches(bw, batch)
+		return
+	}
 	var ops []Op
 	flushOps := func() {
 		if len(ops) == 0 {
@@ -221,6 +233,31 @@ func (a *Async) apply(batch []asyncOp) {
 		}
 	}
 	flushOps()
+}
+
+func (a *Async) applyBatches(bw batchWriter, batch []asyncOp) {
+	write := func(run []asyncOp) {
+		if len(run) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
+		failed, err := bw.writeBatch(ctx, run)
+		cancel()
+		a.applied.Add(uint64(len(run) - failed))
+		a.failed.Add(uint64(failed))
+		if failed > 0 {
+			a.log.Debug("state store write failed", "writes", failed, "of", len(run), "err", err)
+		}
+	}
+	start := 0
+	for i, o := range batch {
+		if o.flush != nil {
+			write(batch[start:i])
+			close(o.flush)
+			start = i + 1
+		}
+	}
+	write(batch[start:])
 }
 
 func (a *Async) count(n int, err error) {

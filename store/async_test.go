@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/internal/redistest"
+	bolt "go.etcd.io/bbolt"
 )
 
 // gatedStore is a Memory whose writes wait for gate, or fail with err.
@@ -161,4 +162,60 @@ func TestAsyncRedis(t *testing.T) {
 		t.Errorf("stats with Redis down: %+v", st)
 	}
 	t.Logf("stats: %+v", a.Stats())
+}
+
+// TestAsyncBolt: on a Bolt file, queued writes of every kind land in order,
+// a failing or panicking update is skipped and counted without stopping
+// its batch, and a burst of updates shares transactions (fsyncs) instead
+// of taking one each.
+func TestAsyncBolt(t *testing.T) {
+	s, err := OpenBolt(t.TempDir()+"/state.db", BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a := NewAsync(s, 2000)
+	defer a.Close(context.Background())
+
+	appendS := func(old []byte, _ bool) ([]byte, error) { return append(old, 's'), nil }
+	a.Set("k", []byte("v"), 0)
+	a.Update("k", TTL(0, appendS))
+	a.Incr("n", 2, 0)
+	a.Update("k", TTL(0, func([]byte, bool) ([]byte, error) { return nil, fmt.Errorf("no") }))
+	a.Update("k", TTL(0, func([]byte, bool) ([]byte, error) { panic("update panics") }))
+	a.Incr("k", 1, 0) // "vs" is not a number
+	a.Update("k", TTL(0, appendS))
+	a.Delete("gone", "n")
+	a.Incr("n", 5, 0)
+	a.Set("gone", []byte("x"), time.Nanosecond)
+	flush(t, a)
+	if got := mustGet(t, s, "k"); got != "vss" {
+		t.Errorf("k = %q, want vss", got)
+	}
+	if got := mustGet(t, s, "n"); got != "5" {
+		t.Errorf("n = %q, want 5", got)
+	}
+	wantMissing(t, s, "gone")
+	if st := a.Stats(); st.Applied != 8 || st.Failed != 3 || st.Dropped != 0 {
+		t.Errorf("stats %+v, want 8 applied, 3 failed", st)
+	}
+
+	// Hold the writer in a transaction while 1000 updates queue up.
+	gate, held := make(chan struct{}), make(chan struct{})
+	go s.write(context.Background(), func(*bolt.Bucket) error { close(held); <-gate; return nil })
+	<-held
+	before := s.commits.Load()
+	for i := range 1000 {
+		a.Update("u"+strconv.Itoa(i%10), TTL(0, appendS))
+	}
+	close(gate)
+	flush(t, a)
+	if got := mustGet(t, s, "u3"); len(got) != 100 {
+		t.Errorf("u3 has %d updates, want 100", len(got))
+	}
+	// The held transaction, a first batch taken while the others were still
+	// being queued, then batches of up to 256: a handful, not 1000.
+	if n := s.commits.Load() - before; n > 10 {
+		t.Errorf("1000 queued updates took %d transactions", n)
+	}
 }

@@ -71,6 +71,8 @@ type Bolt struct {
 	closed atomic.Bool
 	once   sync.Once
 
+	commits atomic.Uint64 // write transactions (each an fsync unless NoSync)
+
 	mu      sync.Mutex
 	lastErr error // the last failed commit, for Health
 }
@@ -374,27 +376,33 @@ func (s *Bolt) Update(ctx context.Context, key string, fn UpdateFunc) ([]byte, e
 		return nil, ErrEmptyKey
 	}
 	var out []byte
-	err := s.write(ctx, func(b *bolt.Bucket) error {
-		old, _, found := decodeBolt(b.Get([]byte(key)), s.opts.Now().UnixNano())
-		if found {
-			old = append([]byte{}, old...)
-		} else {
-			old = nil
-		}
-		v, ttl, err := fn(old, found)
-		if err != nil {
-			return err
-		}
-		if err := b.Put([]byte(key), encodeBolt(v, s.expiry(ttl))); err != nil {
-			return err
-		}
-		out = append([]byte{}, v...)
-		return nil
+	err := s.write(ctx, func(b *bolt.Bucket) (err error) {
+		out, err = s.update(b, key, fn)
+		return err
 	})
 	if err != nil {
 		return nil, err // out may still be written, if the commit comes late
 	}
 	return out, nil
+}
+
+// update runs fn on key's value in b and stores what it returns; nothing
+// is written when fn fails.
+func (s *Bolt) update(b *bolt.Bucket, key string, fn UpdateFunc) ([]byte, error) {
+	old, _, found := decodeBolt(b.Get([]byte(key)), s.opts.Now().UnixNano())
+	if found {
+		old = append([]byte{}, old...)
+	} else {
+		old = nil
+	}
+	v, ttl, err := fn(old, found)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Put([]byte(key), encodeBolt(v, s.expiry(ttl))); err != nil {
+		return nil, err
+	}
+	return append([]byte{}, v...), nil
 }
 
 // Incr implements Store.
@@ -431,26 +439,64 @@ func (s *Bolt) incr(b *bolt.Bucket, key string, by int64, ttl time.Duration) (in
 func (s *Bolt) Apply(ctx context.Context, ops []Op) error {
 	return s.write(ctx, func(b *bolt.Bucket) error {
 		for _, op := range ops {
-			if op.Key == "" {
-				return ErrEmptyKey
-			}
-			var err error
-			switch op.Kind {
-			case OpSet:
-				err = b.Put([]byte(op.Key), encodeBolt(op.Value, s.expiry(op.TTL)))
-			case OpDelete:
-				err = b.Delete([]byte(op.Key))
-			case OpIncr:
-				_, err = s.incr(b, op.Key, op.By, op.TTL)
-			default:
-				err = fmt.Errorf("store: unknown op kind %d", op.Kind)
-			}
-			if err != nil {
+			if err := s.apply(b, op); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+func (s *Bolt) apply(b *bolt.Bucket, op Op) error {
+	if op.Key == "" {
+		return ErrEmptyKey
+	}
+	switch op.Kind {
+	case OpSet:
+		return b.Put([]byte(op.Key), encodeBolt(op.Value, s.expiry(op.TTL)))
+	case OpDelete:
+		return b.Delete([]byte(op.Key))
+	case OpIncr:
+		_, err := s.incr(b, op.Key, op.By, op.TTL)
+		return err
+	}
+	return fmt.Errorf("store: unknown op kind %d", op.Kind)
+}
+
+// writeBatch implements batchWriter: Async's writes, updates included, in
+// order and in one transaction, so that a burst of them costs one fsync
+// instead of one each. A write that fails (its UpdateFunc fails or
+// panics, an Incr on text) is skipped and counted; the others go on,
+// since none of them writes before failing.
+func (s *Bolt) writeBatch(ctx context.Context, batch []asyncOp) (failed int, err error) {
+	err = s.write(ctx, func(b *bolt.Bucket) error {
+		for _, o := range batch {
+			if s.tryAsync(b, o) != nil {
+				failed++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return len(batch), err
+	}
+	return failed, nil
+}
+
+func (s *Bolt) tryAsync(b *bolt.Bucket, o asyncOp) (err error) {
+	if o.update == nil {
+		return s.apply(b, o.op)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("store: panic in update: %v", p)
+		}
+	}()
+	if o.op.Key == "" {
+		return ErrEmptyKey
+	}
+	_, err = s.update(b, o.op.Key, o.update)
+	return err
 }
 
 // Scan implements Store. Keys come in sorted order. It reads in short

@@ -92,6 +92,7 @@ func (s *Bolt) commit(batch []*boltReq) {
 		}
 		return nil
 	})
+	s.commits.Add(1)
 	s.mu.Lock()
 	s.lastErr = err
 	s.mu.Unlock()
