@@ -46,6 +46,8 @@ type AsyncStats struct {
 
 const (
 	asyncMaxBatch = 256
+	// asyncLinger is how long a batch for a batchWriter waits to fill.
+	asyncLinger = 25 * time.Millisecond
 	// asyncTimeout bounds one batch's write; the stores have shorter
 	// timeouts of their own, this is a backstop.
 	asyncTimeout = 5 * time.Second
@@ -161,6 +163,15 @@ func (a *Async) Close(ctx context.Context) error {
 func (a *Async) run() {
 	defer close(a.done)
 	batch := make([]asyncOp, 0, asyncMaxBatch)
+	// On a store that pays for each transaction (Bolt: an fsync), a batch
+	// waits up to asyncLinger for company: under load a few commits a
+	// second instead of one per connection. A Flush or Close cuts it short.
+	var linger *time.Timer
+	if _, ok := a.s.(batchWriter); ok {
+		linger = time.NewTimer(time.Hour)
+		linger.Stop()
+		defer linger.Stop()
+	}
 	for {
 		select {
 		case op := <-a.q:
@@ -177,14 +188,34 @@ func (a *Async) run() {
 				}
 			}
 		}
+		var wait <-chan time.Time
+		if linger != nil {
+			linger.Reset(asyncLinger)
+			wait = linger.C
+		}
 	more:
-		for len(batch) < asyncMaxBatch {
+		for len(batch) < asyncMaxBatch && batch[len(batch)-1].flush == nil {
 			select {
 			case op := <-a.q:
 				batch = append(batch, op)
+				continue
 			default:
+			}
+			if wait == nil {
+				break
+			}
+			select {
+			case op := <-a.q:
+				batch = append(batch, op)
+			case <-wait:
+				wait = nil
+				break more
+			case <-a.quit:
 				break more
 			}
+		}
+		if linger != nil && wait != nil {
+			linger.Stop()
 		}
 		a.apply(batch)
 		clear(batch)

@@ -218,4 +218,16 @@ func TestAsyncBolt(t *testing.T) {
 	if n := s.commits.Load() - before; n > 10 {
 		t.Errorf("1000 queued updates took %d transactions", n)
 	}
+
+	// A trickle (one write a millisecond, as sessions end under load)
+	// waits for company too: the 20 writes take a few commits, not 20.
+	before = s.commits.Load()
+	for i := range 20 {
+		a.Set("t"+strconv.Itoa(i), []byte("x"), 0)
+		time.Sleep(time.Millisecond)
+	}
+	flush(t, a)
+	if n := s.commits.Load() - before; n > 5 {
+		t.Errorf("20 writes a millisecond apart took %d transactions", n)
+	}
 }
