@@ -136,6 +136,9 @@ func isAtext(c rune) bool {
 // inside quotes: "x;dkim=pass"@example.org must not read as a result of
 // ours. It is cut at 255 bytes so that lines stay far below 998.
 func headerSafe(s string) string {
+	if len(s) <= maxTagLen && plainASCII(s) {
+		return s // the common case, without a copy
+	}
 	var b strings.Builder
 	for _, c := range s {
 		if c == '\\' || c == ';' || c == unicode.ReplacementChar || !unicode.IsPrint(c) {
@@ -149,6 +152,17 @@ func headerSafe(s string) string {
 	return b.String()
 }
 
+// plainASCII reports whether s is printable ASCII without the two
+// characters headerSafe replaces: such text passes through unchanged.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '\\' || c == ';' {
+			return false
+		}
+	}
+	return true
+}
+
 // foldWidth is the line length RFC 5322 §2.1.1 recommends.
 const foldWidth = 78
 
@@ -157,6 +171,7 @@ const foldWidth = 78
 // tab, and a final CRLF. A word longer than a line stays whole.
 func foldField(name, value string) string {
 	var b strings.Builder
+	b.Grow(len(name) + len(value) + len(value)/foldWidth*3 + 4)
 	b.WriteString(name)
 	b.WriteByte(':')
 	n, start := len(name)+1, len(name)+1
@@ -179,7 +194,7 @@ func foldField(name, value string) string {
 // string, where folding would change the value. (In a comment it only
 // turns a space into a tab.)
 func words(s string) []string {
-	var ws []string
+	ws := make([]string, 0, 16)
 	quoted, depth, escaped, start := false, 0, false, -1
 	for i, c := range s {
 		switch {

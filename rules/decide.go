@@ -274,11 +274,17 @@ func (p *Policy) decide(matched []*List, results [][]checks.Result, withLog bool
 			v.Stage = p.stage
 		}
 	}
-	threshold(Reject, p.rejectScore, mustReply("550 5.7.1 Message refused: spam score too high"))
-	threshold(Tempfail, p.tempfailScore, mustReply("451 4.7.1 Message deferred: spam score too high, try again later"))
+	threshold(Reject, p.rejectScore, scoreReject)
+	threshold(Tempfail, p.tempfailScore, scoreTempfail)
 	threshold(Tag, p.tagScore, Reply{})
 	return v
 }
+
+// The score thresholds' replies, parsed once: decide runs at every stage.
+var (
+	scoreReject   = mustReply("550 5.7.1 Message refused: spam score too high")
+	scoreTempfail = mustReply("451 4.7.1 Message deferred: spam score too high, try again later")
+)
 
 // named ends a refusal's text with the rule that caused it.
 func named(r Reply, rule string) Reply {
