@@ -1,12 +1,9 @@
 package checks
 
 import (
-	"fmt"
 	"strings"
 	"unicode"
 	"unicode/utf8"
-
-	"github.com/emersion/go-msgauth/authres"
 
 	"github.com/mxguard/mxguard/config"
 )
@@ -22,31 +19,82 @@ import (
 // dkim=none. Values that came from the client or the message are made
 // safe first: nothing they contain can end the field or add one.
 func AuthenticationResults(authservID string, spf *SPFResult, dkim []DKIMSignature, dmarc *DMARCResult) string {
-	var results []authres.Result
+	// Written the way go-msgauth's authres.Format writes it, byte for
+	// byte (TestAuthresFormatAsGoMsgauth holds the two together), without
+	// its maps and concatenations: it runs for every message.
+	var b strings.Builder
+	b.Grow(160)
+	b.WriteString(headerSafe(authservID))
+	result := func(method, value string) {
+		b.WriteString("; ")
+		b.WriteString(method)
+		b.WriteByte('=')
+		b.WriteString(value)
+		b.WriteByte(' ')
+	}
 	if spf != nil && spf.Result != "" {
-		r := &authres.SPFResult{Value: authres.ResultValue(spf.Result)}
+		result("spf", spf.Result)
 		if spf.Identity == "helo" {
-			r.Helo = headerSafe(spf.HELO)
+			param(&b, "smtp.helo", headerSafe(spf.HELO), true)
 		} else {
-			r.From = headerSafe(spf.Sender)
+			param(&b, "smtp.mailfrom", headerSafe(spf.Sender), true)
 		}
-		results = append(results, r)
 	}
 	if len(dkim) == 0 {
-		results = append(results, &authres.DKIMResult{Value: authres.ResultNone})
+		result("dkim", "none")
 	}
 	for _, s := range dkim {
-		// GenericResult, because authres.DKIMResult has no header.s.
-		results = append(results, &authres.GenericResult{
-			Method: "dkim",
-			Value:  authres.ResultValue(s.Result),
-			Params: map[string]string{"header.d": headerSafe(s.Domain), "header.s": headerSafe(s.Selector)},
-		})
+		result("dkim", s.Result)
+		d := headerSafe(s.Domain)
+		param(&b, "header.d", d, true)
+		param(&b, "header.s", headerSafe(s.Selector), d == "")
 	}
 	if dmarc != nil && dmarc.Result != "" {
-		results = append(results, &authres.DMARCResult{Value: authres.ResultValue(dmarc.Result), From: headerSafe(dmarc.Domain)})
+		result("dmarc", dmarc.Result)
+		param(&b, "header.from", headerSafe(dmarc.Domain), true)
 	}
-	return foldField("Authentication-Results", authres.Format(headerSafe(authservID), results))
+	return foldField("Authentication-Results", b.String())
+}
+
+// param writes a result's property as authres.Format does: none when
+// empty, a space before all but the first, the value as a pvalue.
+func param(b *strings.Builder, key, value string, first bool) {
+	if value == "" {
+		return
+	}
+	if !first {
+		b.WriteByte(' ')
+	}
+	b.WriteString(key)
+	b.WriteByte('=')
+	if addressLike(value) || !needsQuotes(value) {
+		b.WriteString(value)
+		return
+	}
+	b.WriteByte('"')
+	b.WriteString(strings.ReplaceAll(value, `"`, `\"`))
+	b.WriteByte('"')
+}
+
+// addressLike: letters, digits and the punctuation go-msgauth leaves
+// unquoted in a property value (not ( ) = ").
+func addressLike(s string) bool {
+	for _, c := range s {
+		if !unicode.IsLetter(c) && !unicode.IsDigit(c) && !strings.ContainsRune("#$%&'*+,./-@[]\\^_`{|}~", c) {
+			return false
+		}
+	}
+	return true
+}
+
+// needsQuotes: white space, controls or MIME's tspecials (RFC 2045).
+func needsQuotes(s string) bool {
+	for _, c := range s {
+		if c <= ' ' || strings.ContainsRune(`()<>@,;:\"/[]?=`, c) {
+			return true
+		}
+	}
+	return false
 }
 
 // Built once: a Replacer is costly to build and these run for every message.
@@ -75,23 +123,35 @@ func ReceivedSPF(receiver string, r *SPFResult) string {
 	var comment string
 	switch r.Result {
 	case "pass":
-		comment = fmt.Sprintf("domain of %s designates %s as permitted sender", who, ip)
+		comment = "domain of " + who + " designates " + ip + " as permitted sender"
 	case "fail":
-		comment = fmt.Sprintf("domain of %s does not designate %s as permitted sender", who, ip)
+		comment = "domain of " + who + " does not designate " + ip + " as permitted sender"
 	case "softfail":
-		comment = fmt.Sprintf("domain of transitioning %s does not designate %s as permitted sender", who, ip)
+		comment = "domain of transitioning " + who + " does not designate " + ip + " as permitted sender"
 	case "neutral":
-		comment = fmt.Sprintf("%s is neither permitted nor denied by domain of %s", ip, who)
+		comment = ip + " is neither permitted nor denied by domain of " + who
 	case "none":
-		comment = fmt.Sprintf("domain of %s does not designate permitted sender hosts", who)
+		comment = "domain of " + who + " does not designate permitted sender hosts"
 	case "temperror":
-		comment = fmt.Sprintf("error in processing during lookup of %s", who)
+		comment = "error in processing during lookup of " + who
 	default:
-		comment = fmt.Sprintf("domain of %s has an unusable SPF record", who)
+		comment = "domain of " + who + " has an unusable SPF record"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s (%s: %s)", headerSafe(r.Result), noParens.Replace(receiver), comment)
-	kv := func(k, v string) { fmt.Fprintf(&b, " %s=%s;", k, kvValue(v)) }
+	b.Grow(200 + len(comment))
+	b.WriteString(headerSafe(r.Result))
+	b.WriteString(" (")
+	b.WriteString(noParens.Replace(receiver))
+	b.WriteString(": ")
+	b.WriteString(comment)
+	b.WriteByte(')')
+	kv := func(k, v string) {
+		b.WriteByte(' ')
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(kvValue(v))
+		b.WriteByte(';')
+	}
 	kv("client-ip", ip)
 	if r.Sender != "" {
 		kv("envelope-from", headerSafe(r.Sender))

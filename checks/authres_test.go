@@ -257,3 +257,79 @@ _dmarc TXT "v=DMARC1; p=reject"
 		t.Errorf("relayed copy: %+v", again.Signatures)
 	}
 }
+
+// oracleAuthenticationResults is AuthenticationResults as it was built on
+// go-msgauth's formatter, kept as the reference for our own.
+func oracleAuthenticationResults(authservID string, spf *SPFResult, dkim []DKIMSignature, dmarc *DMARCResult) string {
+	var results []authres.Result
+	if spf != nil && spf.Result != "" {
+		r := &authres.SPFResult{Value: authres.ResultValue(spf.Result)}
+		if spf.Identity == "helo" {
+			r.Helo = headerSafe(spf.HELO)
+		} else {
+			r.From = headerSafe(spf.Sender)
+		}
+		results = append(results, r)
+	}
+	if len(dkim) == 0 {
+		results = append(results, &authres.DKIMResult{Value: authres.ResultNone})
+	}
+	for _, s := range dkim {
+		results = append(results, &authres.GenericResult{
+			Method: "dkim",
+			Value:  authres.ResultValue(s.Result),
+			Params: map[string]string{"header.d": headerSafe(s.Domain), "header.s": headerSafe(s.Selector)},
+		})
+	}
+	if dmarc != nil && dmarc.Result != "" {
+		results = append(results, &authres.DMARCResult{Value: authres.ResultValue(dmarc.Result), From: headerSafe(dmarc.Domain)})
+	}
+	return foldField("Authentication-Results", authres.Format(headerSafe(authservID), results))
+}
+
+func authresCases(v string) [][]any {
+	spfs := []*SPFResult{nil, {Result: "pass", Identity: "mailfrom", Sender: v}, {Result: "none", Identity: "helo", HELO: v}, {Result: "pass", Identity: "mailfrom"}}
+	sigs := [][]DKIMSignature{nil, {{Domain: v, Selector: "sel", Result: "pass"}}, {{Domain: "", Selector: v, Result: "fail"}, {Domain: v, Selector: "", Result: "pass"}}}
+	dmarcs := []*DMARCResult{nil, {Result: "pass", Domain: v}, {Result: "", Domain: v}}
+	var cs [][]any
+	for _, s := range spfs {
+		for _, d := range sigs {
+			for _, m := range dmarcs {
+				cs = append(cs, []any{s, d, m})
+			}
+		}
+	}
+	return cs
+}
+
+var authresValues = []string{
+	"alice@example.org", "example.org", "", "a b", `a"b`, `a\b`, "a;b", "a=b", "(c)", "x@[192.0.2.1]", "ünï@exämple.org",
+	"a\tb", "a\r\nb", "\x00", "<a@b>", "a,b:c/d?e", "#$%&'*+,./-@[]^_`{|}~", strings.Repeat("long", 100) + "@example.org",
+	`x"; dkim=pass header.d=bank.example; x="@example.org`, "\u202eevil", "\xff\xfe",
+}
+
+func TestAuthresFormatAsGoMsgauth(t *testing.T) {
+	for _, v := range authresValues {
+		for _, c := range authresCases(v) {
+			spf, sigs, dm := c[0].(*SPFResult), c[1].([]DKIMSignature), c[2].(*DMARCResult)
+			got, want := AuthenticationResults("mx.example.com", spf, sigs, dm), oracleAuthenticationResults("mx.example.com", spf, sigs, dm)
+			if got != want {
+				t.Errorf("value %q:\n got %q\nwant %q", v, got, want)
+			}
+		}
+	}
+}
+
+func FuzzAuthresFormat(f *testing.F) {
+	for _, v := range authresValues {
+		f.Add(v, "mx.example.com")
+	}
+	f.Fuzz(func(t *testing.T, v, id string) {
+		for _, c := range authresCases(v) {
+			spf, sigs, dm := c[0].(*SPFResult), c[1].([]DKIMSignature), c[2].(*DMARCResult)
+			if got, want := AuthenticationResults(id, spf, sigs, dm), oracleAuthenticationResults(id, spf, sigs, dm); got != want {
+				t.Fatalf("got %q, want %q", got, want)
+			}
+		}
+	})
+}
