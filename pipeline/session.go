@@ -41,7 +41,7 @@ type Session struct {
 	mailed  bool                 // the client began a transaction
 	allowed int                  // recipients on an allow list of every check
 	held    []string             // recipients accepted only to be refused after DATA
-	last    Decision
+	score   float64              // the last decision's: all the log needs of it
 
 	rdnsDone  chan struct{}
 	rdns      string // set before rdnsDone is closed
@@ -135,8 +135,8 @@ func (s *Session) Results() []checks.Result {
 // All returns every result of the session, of every transaction.
 func (s *Session) All() []checks.Result { return s.all }
 
-// Last returns the last decision.
-func (s *Session) Last() Decision { return s.last }
+// Score returns the last decision's score.
+func (s *Session) Score() float64 { return s.score }
 
 // Rcpts returns the recipients accepted in this transaction.
 func (s *Session) Rcpts() []string { return s.facts.Rcpts }
@@ -362,13 +362,15 @@ func (s *Session) lists() []*rules.List {
 // decide asks the rules about everything so far.
 func (s *Session) decide(at checks.Stage, matched []*rules.List) Decision {
 	if s.trusted {
-		s.last = rules.Trusted(at)
-		return s.last
+		d := rules.Trusted(at)
+		s.score = d.Score
+		return d
 	}
 	in := rules.Input{At: at, Client: s.facts.Client.Addr(), Lists: matched, Results: [][]checks.Result{s.conn, s.txn, s.rcpt},
 		RcptsExempt: len(s.facts.Rcpts) > 0 && s.allowed == len(s.facts.Rcpts)}
-	s.last = s.p.Policy.Judge(in)
-	return s.last
+	d := s.p.Policy.Judge(in)
+	s.score = d.Score
+	return d
 }
 
 // lookupRDNS finds the client's forward-confirmed reverse DNS name.

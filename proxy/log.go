@@ -95,7 +95,7 @@ func (c *conn) logSession() {
 		slog.Int("accepted", c.accepted),
 		slog.Int("refused", len(c.refusals)),
 		slog.Int("rcpts", c.rcpts),
-		slog.Float64("score", c.pipe.Last().Score),
+		slog.Float64("score", c.pipe.Score()),
 		slog.Any("checks", nonNil(c.pipe.All())),
 		slog.Float64("elapsed", secs(time.Since(c.start))),
 	}
