@@ -59,8 +59,12 @@ type Session struct {
 	// "" if there is none, TempUnavail if the look-up failed for now.
 	RDNS func() string
 
-	conn, txn map[any]any
+	// The values checks keep: a handful each, so a slice searched in
+	// order (a map would be 300 bytes more for every waiting connection).
+	conn, txn []keyValue
 }
+
+type keyValue struct{ k, v any }
 
 // TempUnavail is XCLIENT's word for a name look-up that failed for now.
 const TempUnavail = "[TEMPUNAVAIL]"
@@ -83,38 +87,43 @@ type Key[T any] struct {
 // NewKey returns a key; name is for humans.
 func NewKey[T any](name string, scope Scope) *Key[T] { return &Key[T]{name: name, scope: scope} }
 
-func (s *Session) values(scope Scope) map[any]any {
+func (s *Session) values(scope Scope) *[]keyValue {
 	if scope == TxnScope {
-		if s.txn == nil {
-			s.txn = map[any]any{}
-		}
-		return s.txn
+		return &s.txn
 	}
-	if s.conn == nil {
-		s.conn = map[any]any{}
-	}
-	return s.conn
+	return &s.conn
 }
 
 // Get returns the value kept under k, if any.
 func Get[T any](s *Session, k *Key[T]) (T, bool) {
-	v, ok := s.values(k.scope)[k]
-	if !ok {
-		var zero T
-		return zero, false
+	for _, e := range *s.values(k.scope) {
+		if e.k == any(k) {
+			return e.v.(T), true
+		}
 	}
-	return v.(T), true
+	var zero T
+	return zero, false
 }
 
 // Put keeps v under k.
-func Put[T any](s *Session, k *Key[T], v T) { s.values(k.scope)[k] = v }
+func Put[T any](s *Session, k *Key[T], v T) {
+	vs := s.values(k.scope)
+	for i := range *vs {
+		if (*vs)[i].k == any(k) {
+			(*vs)[i].v = v
+			return
+		}
+	}
+	*vs = append(*vs, keyValue{k, v})
+}
 
 // ResetTransaction forgets the transaction: its envelope, message and
 // transaction-scoped values.
 func (s *Session) ResetTransaction() {
 	s.From, s.Rcpt, s.Rcpts = nil, "", nil
 	s.Message, s.Header, s.HeaderErr, s.Body = nil, nil, nil, 0
-	clear(s.txn)
+	clear(s.txn) // no references kept
+	s.txn = s.txn[:0]
 }
 
 // headersKey holds the header fields checks add to a transaction's message.

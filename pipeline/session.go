@@ -22,9 +22,10 @@ type Decision = rules.Decision
 // work started at connect runs beside it, and hands its answers over on
 // channels.
 type Session struct {
-	p       *Pipeline
-	facts   checks.Session
-	trusted bool
+	p         *Pipeline
+	facts     checks.Session
+	trusted   bool
+	waitEnded atomic.Bool
 
 	// Results: conn holds the connection's (connect, command and HELO
 	// stages), txn the transaction's (MAIL, DATA), rcpt the recipient's
@@ -36,16 +37,15 @@ type Session struct {
 	// pass: connection tests passed earlier and skipped now (postscreen's
 	// PASS OLD); failed: a connection test reported something this time.
 	pass    map[checks.Name]bool
-	failed  bool
 	ran     map[checks.Name]bool // command tests that ran
-	mailed  bool                 // the client began a transaction
-	allowed int                  // recipients on an allow list of every check
-	held    []string             // recipients accepted only to be refused after DATA
-	score   float64              // the last decision's: all the log needs of it
+	failed  bool
+	mailed  bool     // the client began a transaction
+	allowed int      // recipients on an allow list of every check
+	held    []string // recipients accepted only to be refused after DATA
+	score   float64  // the last decision's: all the log needs of it
 
 	rdnsDone  chan struct{}
 	rdns      string // set before rdnsDone is closed
-	waitEnded atomic.Bool
 	onEndWait func()
 }
 
