@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -343,5 +342,3 @@ lines:
 	}
 	return ""
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }
