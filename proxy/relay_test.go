@@ -85,9 +85,10 @@ func firstDiff(a, b []byte) int {
 	return min(len(a), len(b))
 }
 
-// The backend's refusals reach the client unchanged: a multi-line 550 on one
-// of two recipients, a 451 on MAIL; and the message goes to the recipient
-// the backend accepted only.
+// The backend's replies reach the client unchanged: a multi-line 550 on one
+// of two recipients, a 451 on MAIL, its own 250 texts to MAIL and RCPT (one
+// of them multi-line) in place of go-smtp's; and the message goes to the
+// recipient the backend accepted only.
 func TestBackendRepliesPassThrough(t *testing.T) {
 	h := newHarness(t, harnessOpt{sink: func(s *mailsink.Server) {
 		s.Policy = mailsink.PolicyFuncs{
@@ -95,13 +96,13 @@ func TestBackendRepliesPassThrough(t *testing.T) {
 				if from == "deferred@good.test" {
 					return &mailsink.Action{Reply: "451 4.3.0 <deferred@good.test>: Temporary lookup failure"}
 				}
-				return nil
+				return &mailsink.Action{Reply: "250 2.1.0 Sender <" + from + "> ok, says the backend"}
 			},
 			RcptFunc: func(_ *mailsink.SessionInfo, to string) *mailsink.Action {
 				if to == "nobody@mxguard.test" {
 					return &mailsink.Action{Reply: "550-5.1.1 <nobody@mxguard.test>: Recipient address rejected:\n550 5.1.1 User unknown in virtual mailbox table"}
 				}
-				return nil
+				return &mailsink.Action{Reply: "250-2.1.5 Recipient <" + to + "> ok\n250 2.1.5 Mailbox on the backend"}
 			},
 		}
 	}})
@@ -111,14 +112,21 @@ func TestBackendRepliesPassThrough(t *testing.T) {
 	if code, text := c.Reply(); code != 451 || text != "4.3.0 <deferred@good.test>: Temporary lookup failure" {
 		t.Errorf("MAIL: got %d %q", code, text)
 	}
-	c.Cmd("MAIL FROM:<alice@good.test>", 250)
+	c.Send("MAIL FROM:<alice@good.test>")
+	if code, text := c.Reply(); code != 250 || text != "2.1.0 Sender <alice@good.test> ok, says the backend" {
+		t.Errorf("MAIL: got %d %q", code, text)
+	}
 	c.Send("RCPT TO:<nobody@mxguard.test>")
 	code, text := c.Reply()
 	want := "5.1.1 <nobody@mxguard.test>: Recipient address rejected:\n5.1.1 User unknown in virtual mailbox table"
 	if code != 550 || text != want {
 		t.Errorf("RCPT: got %d %q, want 550 %q", code, text, want)
 	}
-	c.Cmd("RCPT TO:<bob@mxguard.test>", 250)
+	c.Send("RCPT TO:<bob@mxguard.test>")
+	code, text = c.Reply()
+	if want := "2.1.5 Recipient <bob@mxguard.test> ok\n2.1.5 Mailbox on the backend"; code != 250 || text != want {
+		t.Errorf("RCPT: got %d %q, want 250 %q", code, text, want)
+	}
 	c.DataExpect([]byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"), 250)
 	got, err := h.sink.WaitMessages(1, 5e9)
 	if err != nil {

@@ -91,32 +91,37 @@ func (c *conn) Mail(from string, opts *smtp.MailOptions) error {
 		c.held = true // refused at RCPT, without troubling the backend
 		return nil
 	}
-	return c.relayMail()
+	rep, err := c.relayMail()
+	if err != nil {
+		return err
+	}
+	c.wire.acceptedAs(rep)
+	return nil
 }
 
 // relayMail opens the backend transaction (and the backend connection,
 // for the first one). A kept connection the backend has closed meanwhile
 // (an idle timeout, a restart) is dialled again once: no transaction was
 // open on it, so nothing can be doubled.
-func (c *conn) relayMail() error {
+func (c *conn) relayMail() (*backend.Reply, error) {
 	kept := c.be != nil
 	if err := c.dial(); err != nil {
-		return err
+		return nil, err
 	}
-	err := c.backendMail()
+	rep, err := c.backendMail()
 	var re *backend.ReplyError
 	if err != nil && kept && !errors.As(err, &re) {
 		c.closeBackend()
 		if err := c.dial(); err != nil {
-			return err
+			return nil, err
 		}
-		err = c.backendMail()
+		rep, err = c.backendMail()
 	}
 	if err != nil {
-		return c.backendError("mail", err)
+		return nil, c.backendError("mail", err)
 	}
 	c.open, c.held = true, false
-	return nil
+	return rep, nil
 }
 
 func (c *conn) Rcpt(to string, opts *smtp.RcptOptions) error {
@@ -130,7 +135,8 @@ func (c *conn) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if !c.open {
 		// MAIL was held for a refusal this recipient is exempt from
 		// (an allow list): tell the backend about the transaction now.
-		if err := c.relayMail(); err != nil {
+		// (The client had go-smtp's 250 to its MAIL then.)
+		if _, err := c.relayMail(); err != nil {
 			return err
 		}
 	}
@@ -144,6 +150,7 @@ func (c *conn) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return c.backendError("rcpt", err)
 	}
 	c.rcpts++
+	c.wire.acceptedAs(rep)
 	return nil
 }
 
@@ -296,11 +303,11 @@ func (c *conn) bind(ctx context.Context, id backend.Identity) (*backend.Conn, er
 }
 
 // backendMail opens the backend's transaction.
-func (c *conn) backendMail() error {
+func (c *conn) backendMail() (*backend.Reply, error) {
 	began := time.Now()
 	rep, err := c.be.Mail(c.from, mailParams(c.mail))
 	c.timed("mail", began, rep)
-	return err
+	return rep, err
 }
 
 // timed records a backend reply and how long it took.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
+	"github.com/mxguard/mxguard/proxy/backend"
 	"github.com/mxguard/mxguard/rules"
 )
 
@@ -53,6 +54,9 @@ type wire struct {
 	argBuf         []byte  // cmd.arg's bytes
 	tagged         bool    // the next final reply is one mxguard made
 	swallow        int     // go-smtp replies to drop (to commands mxguard injected)
+	// accepted: the backend's reply to the MAIL or RCPT being answered,
+	// sent in place of go-smtp's own 250 text (which names go-smtp).
+	accepted *backend.Reply
 
 	out       []byte // replies held back
 	readTimed error  // a read hit its deadline: every later read fails at once
@@ -270,6 +274,7 @@ func (w *wire) judge(line []byte, pipelined bool) (int, error) {
 	verb, arg, _ := bytes.Cut(text, []byte(" "))
 	w.argBuf = append(w.argBuf[:0], arg...)
 	w.cmd = command{verb: upperVerb(verb), arg: w.argBuf}
+	w.accepted = nil // it was for the command before
 	d, decided := c.pipe.Command(c.context(), line, pipelined)
 	if decided {
 		c.logWould(d)
@@ -464,6 +469,11 @@ func (w *wire) write(p []byte) (int, error) {
 		if w.cmd.verb == "EHLO" && w.c.rt.Cfg.Tests.Pipelining && bytes.Equal(line, []byte("250-PIPELINING\r\n")) {
 			continue // the pipelining test: not offered, so a client that pipelines shows itself
 		}
+		if w.accepted != nil && bytes.HasPrefix(line, []byte("250 ")) {
+			w.out = w.accepted.AppendLines(w.out)
+			w.accepted = nil
+			continue
+		}
 		w.out = append(w.out, line...)
 		if w.cmd.verb == "EHLO" && bytes.HasPrefix(line, []byte("250-Hello ")) && w.c.rt.TLS != nil && !w.tls {
 			w.out = append(w.out, "250-STARTTLS\r\n"...)
@@ -475,6 +485,15 @@ func (w *wire) write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// acceptedAs makes the backend's acceptance the client's reply: go-smtp
+// writes its 250 for MAIL and RCPT right after the session accepted, and
+// write puts rep in its place, line for line as the backend sent it.
+func (w *wire) acceptedAs(rep *backend.Reply) {
+	if rep != nil && rep.Code/100 == 2 && !rep.Local {
+		w.accepted = rep
+	}
 }
 
 // sendOwn queues a reply of mxguard's own.

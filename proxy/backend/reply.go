@@ -40,6 +40,20 @@ type Reply struct {
 	one [1]string // backing for Lines of one-line replies (saves an allocation)
 }
 
+// AppendLines appends the reply as the backend sent it, each line ending
+// in CRLF.
+func (r *Reply) AppendLines(b []byte) []byte {
+	s := r.String()
+	for {
+		i := strings.IndexByte(s, '\n')
+		if i < 0 {
+			return append(append(b, s...), "\r\n"...)
+		}
+		b = append(append(b, s[:i]...), "\r\n"...)
+		s = s[i+1:]
+	}
+}
+
 // String returns the reply as the backend sent it (codes included), lines
 // joined by "\n": for logs.
 func (r *Reply) String() string {
