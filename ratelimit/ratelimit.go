@@ -12,7 +12,8 @@
 // Two Limiters: Local counts in process memory, for one instance; Redis
 // counts in Redis with a Lua script, so that every instance sharing the
 // server enforces one limit together. Fallback{Redis, Local} uses the
-// local count while Redis is down.
+// local count while Redis is down. AllowAll takes several buckets at once
+// (one round trip on Redis).
 package ratelimit
 
 import (
