@@ -198,26 +198,28 @@ func (g *Greylist) Check(ctx context.Context, client netip.Addr, sender, rcpt st
 		return Decision{}, errors.New("greylist: no client address")
 	}
 	net := g.Network(client)
-	if g.cfg.AutoAllow > 0 {
-		allowed, err := g.autoAllowed(ctx, client, now)
-		if err != nil {
-			return Decision{}, err
-		}
-		if allowed {
-			return Decision{Verdict: Allowed, Net: net}, nil
-		}
-	}
 	d := Decision{Net: net, Key: g.TripletKey(client, sender, rcpt)}
-	// A triplet that passed before and was seen within the hour needs no
-	// write: a read decides it (most mail), and the store is spared a
-	// commit per message.
-	if v, err := g.st.Get(ctx, d.Key); err == nil {
-		if first, last, ok := parsePair(v); ok && last-first >= secs(g.cfg.Delay) && now.Unix()-last < secs(refreshEvery) {
-			d.Verdict = Known
-			return d, nil
-		}
+	// The triplet and the network's auto-allow counter in one read (one
+	// round trip on Redis).
+	keys := []string{d.Key}
+	if g.cfg.AutoAllow > 0 {
+		keys = append(keys, g.AllowKey(client))
 	}
-	_, err := g.st.Update(ctx, d.Key, func(old []byte, found bool) ([]byte, time.Duration, error) {
+	vs, err := g.st.GetMany(ctx, keys...)
+	if err != nil {
+		return Decision{}, err
+	}
+	if g.cfg.AutoAllow > 0 && g.autoAllowed(ctx, client, vs[1], now) {
+		return Decision{Verdict: Allowed, Net: net}, nil
+	}
+	// A triplet that passed before and was seen within the hour needs no
+	// write: the read decides it (most mail), and the store is spared a
+	// commit per message.
+	if first, last, ok := parsePair(vs[0]); ok && last-first >= secs(g.cfg.Delay) && now.Unix()-last < secs(refreshEvery) {
+		d.Verdict = Known
+		return d, nil
+	}
+	_, err = g.st.Update(ctx, d.Key, func(old []byte, found bool) ([]byte, time.Duration, error) {
 		var ttl time.Duration
 		d.Verdict, d.Wait, d.Delayed, ttl, old = g.decide(old, found, now)
 		return old, ttl, nil
@@ -263,25 +265,18 @@ func (g *Greylist) decide(old []byte, found bool, now time.Time) (v Verdict, wai
 	return v, wait, delayed, ttl, formatPair(first, t)
 }
 
-// autoAllowed reports whether client's network has passed often enough,
-// and notes (at most once an hour) that it was seen, to keep its counter
-// alive.
-func (g *Greylist) autoAllowed(ctx context.Context, client netip.Addr, now time.Time) (bool, error) {
-	v, err := g.st.Get(ctx, g.AllowKey(client))
-	if errors.Is(err, store.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
+// autoAllowed reports whether client's network, whose counter is v (nil:
+// none), has passed often enough, and notes (at most once an hour) that it
+// was seen, to keep its counter alive.
+func (g *Greylist) autoAllowed(ctx context.Context, client netip.Addr, v []byte, now time.Time) bool {
 	count, last, ok := parsePair(v)
 	if !ok || count < int64(g.cfg.AutoAllow) || now.Unix()-last > secs(g.cfg.MaxAge) {
-		return false, nil
+		return false
 	}
 	if now.Unix() >= last+secs(autoAllowEvery) {
 		g.countPass(ctx, client, now) // for statistics, as postgrey
 	}
-	return true, nil
+	return true
 }
 
 // countPass adds one to the network's counter unless it counted one in the

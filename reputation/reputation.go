@@ -126,10 +126,10 @@ func decode(b []byte) (Record, error) {
 	return r, err
 }
 
-// get reads one record; absent, unreadable or unavailable are all "none".
-func (m *Memory) get(ctx context.Context, key string) (Record, bool) {
-	b, err := m.st.Get(ctx, key)
-	if err != nil {
+// decodeFound decodes a record GetMany found; absent (nil), unreadable or
+// unavailable are all "none".
+func decodeFound(b []byte) (Record, bool) {
+	if b == nil {
 		return Record{}, false
 	}
 	r, err := decode(b)
@@ -144,7 +144,12 @@ func (m *Memory) Recall(ctx context.Context, ip netip.Addr) checks.Recollection 
 		return rec
 	}
 	now := m.cfg.Now()
-	if r, ok := m.get(ctx, IPKey(ip)); ok {
+	// Both records in one read (one round trip on Redis).
+	var ipRec, netRec []byte
+	if vs, err := m.st.GetMany(ctx, IPKey(ip), netKeyOf(ip)); err == nil {
+		ipRec, netRec = vs[0], vs[1]
+	}
+	if r, ok := decodeFound(ipRec); ok {
 		for test, until := range r.Passes {
 			if now.Before(until) {
 				if rec.Passed == nil {
@@ -157,7 +162,7 @@ func (m *Memory) Recall(ctx context.Context, ip netip.Addr) checks.Recollection 
 			rec.Results = append(rec.Results, res)
 		}
 	}
-	if r, ok := m.get(ctx, netKeyOf(ip)); ok {
+	if r, ok := decodeFound(netRec); ok {
 		if res, ok := m.judge(r, NetOf(ip).String(), "reputation.net"); ok {
 			rec.Results = append(rec.Results, res)
 		}

@@ -346,6 +346,29 @@ func (s *Bolt) Get(ctx context.Context, key string) ([]byte, error) {
 	return out, err
 }
 
+// GetMany implements Store, in one read transaction.
+func (s *Bolt) GetMany(ctx context.Context, keys ...string) ([][]byte, error) {
+	for _, k := range keys {
+		if k == "" {
+			return nil, ErrEmptyKey
+		}
+	}
+	out := make([][]byte, len(keys))
+	err := s.view(func(b *bolt.Bucket) error {
+		now := s.opts.Now().UnixNano()
+		for i, k := range keys {
+			if v, _, live := decodeBolt(b.Get([]byte(k)), now); live {
+				out[i] = append([]byte{}, v...)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Set implements Store.
 func (s *Bolt) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	if key == "" {

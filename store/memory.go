@@ -96,6 +96,26 @@ func (s *Memory) Get(ctx context.Context, key string) ([]byte, error) {
 	return slices.Clone(e.value), nil
 }
 
+// GetMany implements Store.
+func (s *Memory) GetMany(ctx context.Context, keys ...string) ([][]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([][]byte, len(keys))
+	now := s.now()
+	for i, k := range keys {
+		if err := s.check(k); err != nil {
+			return nil, err
+		}
+		if e, ok := s.live(k, now); ok {
+			out[i] = slices.Clone(e.value)
+			if out[i] == nil {
+				out[i] = []byte{}
+			}
+		}
+	}
+	return out, nil
+}
+
 // Set implements Store.
 func (s *Memory) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	s.mu.Lock()

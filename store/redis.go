@@ -301,6 +301,37 @@ func (s *Redis) Get(ctx context.Context, key string) ([]byte, error) {
 	return v, err
 }
 
+// GetMany implements Store: one MGET, within ReadTimeout.
+func (s *Redis) GetMany(ctx context.Context, keys ...string) ([][]byte, error) {
+	full := make([]string, len(keys))
+	for i, k := range keys {
+		if k == "" {
+			return nil, ErrEmptyKey
+		}
+		full[i] = s.Key(k)
+	}
+	out := make([][]byte, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	err := s.do(ctx, s.opts.ReadTimeout, func(ctx context.Context) error {
+		vals, err := s.c.MGet(ctx, full...).Result()
+		if err != nil {
+			return err
+		}
+		for i, v := range vals {
+			if str, ok := v.(string); ok {
+				out[i] = []byte(str)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Set implements Store.
 func (s *Redis) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	if key == "" {

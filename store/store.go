@@ -42,6 +42,12 @@ type Store interface {
 	// Get returns the value of key, or ErrNotFound.
 	Get(ctx context.Context, key string) ([]byte, error)
 
+	// GetMany returns the values of keys, in order, nil where there is
+	// none, in one read: one transaction (Bolt), one round trip (Redis).
+	// A session reads what it needs at once (an address's and its
+	// network's records).
+	GetMany(ctx context.Context, keys ...string) ([][]byte, error)
+
 	// Set stores value under key, expiring after ttl (replacing any
 	// earlier expiry).
 	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error

@@ -481,3 +481,41 @@ func TestClosed(t *testing.T) {
 		}
 	})
 }
+
+func TestGetMany(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store, advance func(time.Duration)) {
+		ctx := context.Background()
+		s.Set(ctx, "a", []byte("1"), 0)
+		s.Set(ctx, "empty", nil, 0)
+		s.Set(ctx, "short", []byte("x"), 200*time.Millisecond)
+		s.Incr(ctx, "n", 7, 0)
+		got, err := s.GetMany(ctx, "a", "missing", "empty", "short", "n", "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"1", "<nil>", "", "x", "7", "1"}
+		for i, w := range want {
+			g := "<nil>"
+			if got[i] != nil {
+				g = string(got[i])
+			}
+			if g != w {
+				t.Errorf("value %d = %q, want %q (all %q)", i, g, w, got)
+			}
+		}
+		got[0][0] = 'X' // the caller's copy
+		if v := mustGet(t, s, "a"); v != "1" {
+			t.Errorf("a = %q after changing GetMany's copy", v)
+		}
+		advance(300 * time.Millisecond)
+		if got, err := s.GetMany(ctx, "short", "a"); err != nil || got[0] != nil || string(got[1]) != "1" {
+			t.Errorf("after expiry: %q, %v", got, err)
+		}
+		if got, err := s.GetMany(ctx); err != nil || len(got) != 0 {
+			t.Errorf("no keys: %q, %v", got, err)
+		}
+		if _, err := s.GetMany(ctx, "a", ""); !errors.Is(err, ErrEmptyKey) {
+			t.Errorf("empty key: %v", err)
+		}
+	})
+}
