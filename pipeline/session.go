@@ -103,6 +103,10 @@ func (s *Session) endWait() {
 	}
 }
 
+// WaitEnded reports that a check found the greeting wait needless (a DNS
+// allowlisting) and called endWait.
+func (s *Session) WaitEnded() bool { return s.waitEnded.Load() }
+
 // Trusted reports a client in trusted_networks: no checks at all.
 func (s *Session) Trusted() bool { return s.trusted }
 

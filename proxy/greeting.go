@@ -34,9 +34,19 @@ func (s *Server) greet(c *conn) {
 		}
 		return
 	}
+	// The deadline is the socket's: endGreeting and interrupt move it
+	// (and wake the parked connection), and greetWait reads against it.
+	// It is set before the connection is tracked, so that an allowlisting
+	// that moves it is never undone here.
+	c.Conn.SetReadDeadline(c.start.Add(delay))
 	if !s.trackGreeting(c, true) {
 		c.dropWith("421 4.3.2 Service shutting down, try again later")
 		return
+	}
+	if c.pipe.WaitEnded() {
+		// The allowlisting came before the connection was tracked, and
+		// found nothing to wake.
+		s.endGreeting(c)
 	}
 
 	if cfg.Listen.BaitBanner {
@@ -48,9 +58,6 @@ func (s *Server) greet(c *conn) {
 			return
 		}
 	}
-	// The deadline is the socket's: endGreeting and interrupt move it
-	// (and wake the parked connection), and greetWait reads against it.
-	c.Conn.SetReadDeadline(c.start.Add(delay))
 	s.park(c, inGreeting, c.start.Add(delay))
 }
 
