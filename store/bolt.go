@@ -331,19 +331,7 @@ func (s *Bolt) view(fn func(b *bolt.Bucket) error) error {
 
 // Get implements Store.
 func (s *Bolt) Get(ctx context.Context, key string) ([]byte, error) {
-	if key == "" {
-		return nil, ErrEmptyKey
-	}
-	var out []byte
-	err := s.view(func(b *bolt.Bucket) error {
-		v, _, live := decodeBolt(b.Get([]byte(key)), s.opts.Now().UnixNano())
-		if !live {
-			return ErrNotFound
-		}
-		out = append([]byte{}, v...)
-		return nil
-	})
-	return out, err
+	return first(s.GetMany(ctx, key))
 }
 
 // GetMany implements Store, in one read transaction.

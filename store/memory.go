@@ -84,16 +84,7 @@ func (s *Memory) wrote() {
 
 // Get implements Store.
 func (s *Memory) Get(ctx context.Context, key string) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.check(key); err != nil {
-		return nil, err
-	}
-	e, ok := s.live(key, s.now())
-	if !ok {
-		return nil, ErrNotFound
-	}
-	return slices.Clone(e.value), nil
+	return first(s.GetMany(ctx, key))
 }
 
 // GetMany implements Store.
@@ -107,10 +98,7 @@ func (s *Memory) GetMany(ctx context.Context, keys ...string) ([][]byte, error) 
 			return nil, err
 		}
 		if e, ok := s.live(k, now); ok {
-			out[i] = slices.Clone(e.value)
-			if out[i] == nil {
-				out[i] = []byte{}
-			}
+			out[i] = append([]byte{}, e.value...) // not nil: found
 		}
 	}
 	return out, nil

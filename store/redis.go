@@ -286,19 +286,7 @@ func (s *Redis) Health() error {
 
 // Get implements Store, within ReadTimeout.
 func (s *Redis) Get(ctx context.Context, key string) ([]byte, error) {
-	if key == "" {
-		return nil, ErrEmptyKey
-	}
-	var v []byte
-	err := s.do(ctx, s.opts.ReadTimeout, func(ctx context.Context) error {
-		var err error
-		v, err = s.c.Get(ctx, s.Key(key)).Bytes()
-		if errors.Is(err, redis.Nil) {
-			return ErrNotFound
-		}
-		return err
-	})
-	return v, err
+	return first(s.GetMany(ctx, key))
 }
 
 // GetMany implements Store: one MGET, within ReadTimeout.

@@ -45,7 +45,7 @@ type Store interface {
 	// GetMany returns the values of keys, in order, nil where there is
 	// none, in one read: one transaction (Bolt), one round trip (Redis).
 	// A session reads what it needs at once (an address's and its
-	// network's records).
+	// network's records). Get is GetMany of one key.
 	GetMany(ctx context.Context, keys ...string) ([][]byte, error)
 
 	// Set stores value under key, expiring after ttl (replacing any
@@ -140,3 +140,14 @@ var (
 	// ErrEmptyKey is returned for an empty key.
 	ErrEmptyKey = errors.New("store: empty key")
 )
+
+// first is Get from GetMany of one key: a missing value is ErrNotFound.
+func first(vs [][]byte, err error) ([]byte, error) {
+	if err != nil {
+		return nil, err
+	}
+	if vs[0] == nil {
+		return nil, ErrNotFound
+	}
+	return vs[0], nil
+}
