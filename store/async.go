@@ -169,8 +169,7 @@ func (a *Async) run() {
 	var linger *time.Timer
 	if _, ok := a.s.(batchWriter); ok {
 		linger = time.NewTimer(time.Hour)
-		linger.Stop()
-		defer linger.Stop()
+		linger.Stop() // armed for each batch, stopped after it
 	}
 	for {
 		select {
@@ -195,26 +194,25 @@ func (a *Async) run() {
 		}
 	more:
 		for len(batch) < asyncMaxBatch && batch[len(batch)-1].flush == nil {
-			select {
-			case op := <-a.q:
-				batch = append(batch, op)
-				continue
-			default:
-			}
-			if wait == nil {
-				break
+			if wait == nil { // no linger: what is queued already
+				select {
+				case op := <-a.q:
+					batch = append(batch, op)
+					continue
+				default:
+					break more
+				}
 			}
 			select {
 			case op := <-a.q:
 				batch = append(batch, op)
 			case <-wait:
-				wait = nil
 				break more
 			case <-a.quit:
 				break more
 			}
 		}
-		if linger != nil && wait != nil {
+		if linger != nil {
 			linger.Stop()
 		}
 		a.apply(batch)
