@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/ratelimit"
@@ -80,14 +81,13 @@ type check struct {
 func (k *check) Run(ctx context.Context, at checks.Stage, s *checks.Session) []checks.Result {
 	ip := s.Client.Addr()
 	var outcome string
+	// A stage has up to three buckets: ls[i] is the limit of reqs[i].
 	var ls [3]limit
-	var keys [3]string
 	var reqs [3]ratelimit.Request
 	n := 0
 	add := func(l limit, key string) {
 		if l.name != "" && (ip.IsValid() || key[0] == 'f') {
-			ls[n], keys[n] = l, key
-			reqs[n] = ratelimit.Request{Key: "rl:" + key, Lim: l.lim, N: 1}
+			ls[n], reqs[n] = l, ratelimit.Request{Key: "rl:" + key, Lim: l.lim, N: 1}
 			n++
 		}
 	}
@@ -116,16 +116,17 @@ func (k *check) Run(ctx context.Context, at checks.Stage, s *checks.Session) []c
 	// stops at the first over its limit. A limiter that cannot count
 	// lets through.
 	i, res, _ := ratelimit.AllowAll(ctx, k.lim, reqs[:n])
-	for j := range n {
-		if j == i {
-			break
-		}
-		k.env.Metrics.RateLimit(ls[j].name, "ok")
+	passed := n // the buckets before the one over its limit
+	if i >= 0 {
+		passed = i
+	}
+	for _, l := range ls[:passed] {
+		k.env.Metrics.RateLimit(l.name, "ok")
 	}
 	if i < 0 {
 		return nil
 	}
-	x, key := ls[i], keys[i]
+	x, key := ls[i], strings.TrimPrefix(reqs[i].Key, "rl:")
 	k.env.Metrics.RateLimit(x.name, "exceeded")
 	o := outcome
 	if key[0] == 'f' {

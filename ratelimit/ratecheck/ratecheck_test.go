@@ -9,6 +9,7 @@ import (
 
 	"github.com/mxguard/mxguard/checks"
 	"github.com/mxguard/mxguard/config"
+	"github.com/mxguard/mxguard/metrics"
 	"github.com/mxguard/mxguard/ratelimit"
 )
 
@@ -86,5 +87,64 @@ messages_per_sender_domain = "1 / 1h"
 	now = now.Add(time.Hour)
 	if got := outcome(c.Run(ctx, checks.AtMail, session("203.0.114.1"))); got != "" {
 		t.Errorf("an hour later: %q", got)
+	}
+}
+
+// The result names the bucket over its limit, and the metrics count each
+// bucket asked: those before it "ok", it "exceeded", none after it.
+func TestOverLimitReasonAndMetrics(t *testing.T) {
+	cfg, err := config.Parse("r.toml", []byte(`hostname = "mx.example.com"
+[ratelimit]
+messages_per_ip = "5 / 1h"
+messages_per_net = "1 / 1h"
+messages_per_sender_domain = "5 / 1h"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New("test")
+	c, err := Spec.New(&checks.Env{Config: cfg, Limiter: ratelimit.NewLocal(ratelimit.LocalOptions{}), Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := "a@example.org"
+	for _, ip := range []string{"192.0.2.1", "192.0.2.2"} {
+		rs := c.Run(context.Background(), checks.AtMail, &checks.Session{Client: netip.AddrPortFrom(netip.MustParseAddr(ip), 1), From: &from})
+		if ip == "192.0.2.1" && len(rs) != 0 {
+			t.Fatalf("first message: %+v", rs)
+		}
+		if ip == "192.0.2.2" && (len(rs) != 1 || rs[0].Outcome != "ratelimit.messages" ||
+			rs[0].Reason != "192.0.2.0/24 over ratelimit.messages_per_net (1 / 1h)" || rs[0].Evidence == "") {
+			t.Fatalf("second message, same /24: %+v", rs)
+		}
+	}
+	got := map[string]float64{}
+	families, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "mxguard_ratelimit_total" {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			var key []string
+			for _, l := range s.GetLabel() {
+				key = append(key, l.GetValue())
+			}
+			got[strings.Join(key, " ")] = s.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{
+		"messages_per_ip ok": 2, "messages_per_net ok": 1, "messages_per_net exceeded": 1,
+		"messages_per_sender_domain ok": 1, // asked once: the refused message stopped before it
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v (all %v)", k, got[k], v, got)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("metrics %v, want %v", got, want)
 	}
 }
