@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -128,6 +129,18 @@ func TestBackendRepliesPassThrough(t *testing.T) {
 		t.Errorf("RCPT: got %d %q, want 250 %q", code, text, want)
 	}
 	c.DataExpect([]byte("From: alice@good.test\r\nSubject: x\r\n\r\nx\r\n"), 250)
+	// Pipelined, each reply is still the backend's own, in order.
+	c.Conn.Write([]byte("MAIL FROM:<alice@good.test>\r\nRCPT TO:<nobody@mxguard.test>\r\nRCPT TO:<bob@mxguard.test>\r\nRSET\r\n"))
+	for i, want := range []string{"250 2.1.0 Sender <alice@good.test> ok, says the backend",
+		"550 5.1.1 <nobody@mxguard.test>: Recipient address rejected:\n5.1.1 User unknown in virtual mailbox table",
+		"250 2.1.5 Recipient <bob@mxguard.test> ok\n2.1.5 Mailbox on the backend"} {
+		if code, text := c.Reply(); fmt.Sprintf("%d %s", code, text) != want {
+			t.Errorf("pipelined reply %d: %d %q, want %q", i+1, code, text, want)
+		}
+	}
+	if code, _ := c.Reply(); code != 250 { // RSET
+		t.Errorf("pipelined RSET: %d", code)
+	}
 	got, err := h.sink.WaitMessages(1, 5e9)
 	if err != nil {
 		t.Fatal(err)

@@ -490,11 +490,9 @@ func (w *wire) write(p []byte) (int, error) {
 // acceptedAs makes the backend's acceptance the client's reply: go-smtp
 // writes its 250 for MAIL and RCPT right after the session accepted, and
 // write puts rep in its place, line for line as the backend sent it.
-func (w *wire) acceptedAs(rep *backend.Reply) {
-	if rep != nil && rep.Code/100 == 2 && !rep.Local {
-		w.accepted = rep
-	}
-}
+// (DATA's final reply needs none of this: go-smtp sends a Data error
+// as it is, and Data returns the backend's reply as one.)
+func (w *wire) acceptedAs(rep *backend.Reply) { w.accepted = rep }
 
 // sendOwn queues a reply of mxguard's own.
 func (w *wire) sendOwn(reply string) {
